@@ -1,0 +1,51 @@
+# echolab: the two commands of the quick start are `make reproduce` and `make test`.
+SHELL := /bin/bash
+VENV  := .venv
+BIN   := $(VENV)/bin
+PROFILE ?= lab
+# Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k swarm"`.
+PYTEST_ARGS ?=
+
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help bootstrap reproduce test test-fast lint lock bench clean
+
+help:
+	@echo "make reproduce [PROFILE=lab|quick|seed]  set up the lab and run the experiment"
+	@echo "make test                                 lint + the whole test suite (what CI runs)"
+	@echo "make test-fast                            unit and loopback tests only (no lab hosts)"
+	@echo "make lint                                 ruff, mypy --strict, yamllint, ansible-lint"
+	@echo "make bench                                benchmarks: wsecho and wsswarm vs node.js ws"
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+reproduce: bootstrap
+	$(BIN)/ansible-playbook site.yml -e echolab_profile=$(PROFILE)
+
+lint: bootstrap
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy server/src client/src
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: bootstrap
+	$(BIN)/pytest -m "not lab" $(PYTEST_ARGS)
+
+bench: bootstrap
+	$(BIN)/python bench/server_bench.py
+	$(BIN)/python bench/client_bench.py
+
+# Re-resolve the pinned toolchain from requirements/dev.in into requirements/dev.txt.
+lock:
+	rm -rf /tmp/echolab-lock && python3 -m venv /tmp/echolab-lock
+	/tmp/echolab-lock/bin/pip install -q -r requirements/dev.in
+	/tmp/echolab-lock/bin/pip freeze --exclude-editable | sort > requirements/dev.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Install everything echolab's commands and tests need, idempotently:
+#   - Debian packages (Docker engine, mmdebstrap, QEMU tools, node.js/npm, ...)
+#   - the Docker engine started (systemd when it runs, dockerd by hand otherwise)
+#   - .venv with the pinned controller/test toolchain and server/ + client/ installed editable
+#   - the base images of the local lab (scripts/lab-image.sh)
+# Re-running it does only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf 'bootstrap: %s\n' "$*"; }
+
+apt_packages=(
+    docker.io          # the Docker engine: lab hosts, molecule, the container target
+    mmdebstrap         # base images and the VM guest image without a registry
+    qemu-utils         # qemu-img, for guest disk images
+    e2fsprogs          # mkfs.ext4 -d, for guest disk images
+    nodejs npm         # the 2017 node.js baseline (server and client) in benchmarks
+    python3-venv python3-dev gcc make git
+    iproute2 procps curl ca-certificates
+)
+
+missing=()
+for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# --- Docker engine --------------------------------------------------------------------------
+if ! docker info >/dev/null 2>&1; then
+    if [ -d /run/systemd/system ]; then
+        log "starting docker.service"
+        systemctl start docker
+    else
+        # No service manager (as in CI containers): run dockerd by hand, detached from this shell.
+        log "starting dockerd by hand (no systemd); log in /var/log/dockerd.log"
+        setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
+    fi
+    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    docker info >/dev/null 2>&1 || { log "Docker engine did not start; see /var/log/dockerd.log"; exit 1; }
+fi
+
+# --- Python virtual environment -------------------------------------------------------------
+python=${PYTHON:-python3}
+stamp=.venv/.echolab-stamp
+want=$(cat requirements/dev.txt server/pyproject.toml client/pyproject.toml | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "building .venv with $($python --version)"
+    [ -x .venv/bin/python ] || $python -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -r requirements/dev.txt
+    .venv/bin/pip install -q --no-deps -e server -e client
+    echo "$want" > "$stamp"
+fi
+
+# --- Local lab images -----------------------------------------------------------------------
+scripts/lab-image.sh all
+log "ready"
