@@ -1,0 +1,5 @@
+import sys
+
+from wsswarm.cli import main
+
+sys.exit(main())
