@@ -15,7 +15,6 @@ apt_packages=(
     mmdebstrap         # base images and the VM guest image without a registry
     qemu-utils         # qemu-img, for guest disk images
     e2fsprogs          # mkfs.ext4 -d, for guest disk images
-    nodejs npm         # the 2017 node.js baseline (server and client) in benchmarks
     python3-venv python3-dev gcc make git
     iproute2 procps curl ca-certificates
 )
@@ -24,6 +23,11 @@ missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# node.js and npm: any install will do (a NodeSource nodejs bundles npm and conflicts with
+# Debian's npm package), so look for the commands rather than for Debian's packages.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    missing+=(nodejs npm)    # the 2017 node.js baseline (server and client) in benchmarks
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"
     if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
