@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf 'bootstrap: %s\n' "$*"; }
+# Some machines' pip configuration names local indexes that may be absent; pip warns per package.
+pip_quiet() { "$@" 2> >(grep -v '^WARNING: Location .* is ignored' >&2); }
 
 apt_packages=(
     docker.io          # the Docker engine: lab hosts, molecule, the container target
@@ -56,9 +58,9 @@ want=$(cat requirements/dev.txt server/pyproject.toml client/pyproject.toml | sh
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     log "building .venv with $($python --version)"
     [ -x .venv/bin/python ] || $python -m venv .venv
-    .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -r requirements/dev.txt
-    .venv/bin/pip install -q --no-deps -e server -e client
+    .venv/bin/pip install -q --upgrade pip 2>/dev/null || true
+    pip_quiet .venv/bin/pip install -q -r requirements/dev.txt
+    pip_quiet .venv/bin/pip install -q --no-deps -e server -e client
     echo "$want" > "$stamp"
 fi
 
