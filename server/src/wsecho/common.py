@@ -1,0 +1,80 @@
+"""What both backends share: the HTTP endpoints, the backend interface, rate-limited event logs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+from wsecho.config import Settings
+from wsecho.metrics import METRICS_CONTENT_TYPE, Metrics
+
+HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
+REJECT_BODY = b"503 Service Unavailable: too many connections\n"
+# How long a connection we are closing (protocol error, shutdown) may take to answer our close
+# frame before we drop it.
+CLOSE_TIMEOUT = 2.0
+
+
+def http_endpoint(path: str, metrics: Metrics) -> tuple[int, str, bytes] | None:
+    """(status, content type, body) for a plain-HTTP path, or None for a WebSocket path."""
+    path = path.split("?", 1)[0]
+    if path == HEALTH_PATH:
+        return 200, "text/plain; charset=utf-8", b"ok"
+    if path == METRICS_PATH:
+        return 200, METRICS_CONTENT_TYPE, metrics.render()
+    return None
+
+
+class RunningServer(Protocol):
+    """A started backend."""
+
+    @property
+    def ports(self) -> list[int]:
+        """TCP ports the server listens on (one per bound address)."""
+
+    async def shutdown(self) -> None:
+        """Stop accepting, close open connections with 1001, return when they are gone."""
+
+
+class EventLog:
+    """Logs abnormal events (bad handshakes, protocol errors), at most `rate` lines per second.
+
+    A flood of broken clients must not turn into a flood of log lines: beyond the rate, events are
+    counted and the next line that gets through says how many were suppressed.
+    """
+
+    __slots__ = ("_allowance", "_last", "_logger", "_rate", "_suppressed")
+
+    def __init__(self, logger: logging.Logger, rate: float = 10.0) -> None:
+        self._logger = logger
+        self._rate = rate
+        self._allowance = rate
+        self._last = time.monotonic()
+        self._suppressed = 0
+
+    def __call__(self, level: int, message: str, *args: object) -> None:
+        if not self._logger.isEnabledFor(level):
+            return
+        now = time.monotonic()
+        self._allowance = min(self._rate, self._allowance + (now - self._last) * self._rate)
+        self._last = now
+        if self._allowance < 1.0:
+            self._suppressed += 1
+            return
+        self._allowance -= 1.0
+        if self._suppressed:
+            message += " (%d similar events suppressed)"
+            args = (*args, self._suppressed)
+            self._suppressed = 0
+        self._logger.log(level, message, *args)
+
+
+def describe(settings: Settings) -> str:
+    """The settings as one log-friendly string."""
+    return (
+        f"backend={settings.backend} host={settings.host} max_message_size="
+        f"{settings.max_message_size} max_connections={settings.max_connections} "
+        f"handshake_timeout={settings.handshake_timeout:g}s"
+    )

@@ -1,0 +1,169 @@
+"""Settings of the service: command-line flags, each with a WSECHO_* environment equivalent."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+
+from wsecho import __version__
+
+BACKENDS = ("picows", "websockets")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+_SIZE_UNITS = {
+    "": 1,
+    "k": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gib": 1024**3,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+class ConfigError(ValueError):
+    """An invalid setting; its message is the one line shown to the user."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the service needs to know; validated, immutable."""
+
+    host: str = "0.0.0.0"  # a service: listening on all interfaces is the point
+    port: int = 8080
+    backend: str = "picows"
+    # Limits
+    max_message_size: int = 1024 * 1024
+    max_connections: int = 50_000
+    # Timeouts
+    handshake_timeout: float = 10.0
+    # Logging
+    log_level: str = "info"
+    log_format: str = "text"
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ConfigError("host must not be empty")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if not 1 <= self.max_message_size <= 2**31 - 1:
+            raise ConfigError(
+                f"max-message-size must be between 1 byte and 2 GiB, got {self.max_message_size}"
+            )
+        if self.max_connections < 1:
+            raise ConfigError(f"max-connections must be at least 1, got {self.max_connections}")
+        if not 0 < self.handshake_timeout <= 3600:
+            raise ConfigError(
+                f"handshake-timeout must be in (0, 3600] seconds, got {self.handshake_timeout}"
+            )
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"log-format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
+            )
+
+    @property
+    def logging_level(self) -> int:
+        """The `logging` module's number for `log_level`."""
+        level: int = getattr(logging, self.log_level.upper())
+        return level
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte count such as `1048576`, `1MiB`, `16M` or `64k` (binary units)."""
+    match = _SIZE_RE.match(text)
+    if match is None or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {text!r} (examples: 1048576, 1MiB, 64KiB)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def _parse_port(text: str) -> int:
+    return int(text.strip())
+
+
+def _parse_seconds(text: str) -> float:
+    value = float(text)
+    if math.isnan(value):
+        raise ValueError("not a number")
+    return value
+
+
+# (flag, Settings field, converter, help). The environment variable is WSECHO_<FIELD>.
+_OPTIONS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
+    ("--host", "host", str, "address to listen on (default 0.0.0.0: all IPv4 interfaces)"),
+    ("--port", "port", _parse_port, "TCP port for WebSocket, /healthz and /metrics (default 8080)"),
+    ("--backend", "backend", str, "WebSocket implementation: picows (default, fast) or websockets"),
+    (
+        "--max-message-size",
+        "max_message_size",
+        parse_size,
+        "largest message accepted, bytes or with a unit (default 1MiB); larger gets close 1009",
+    ),
+    (
+        "--max-connections",
+        "max_connections",
+        int,
+        "open WebSocket connections allowed (default 50000); beyond, the handshake gets HTTP 503",
+    ),
+    (
+        "--handshake-timeout",
+        "handshake_timeout",
+        _parse_seconds,
+        "seconds a client has to complete its opening handshake (default 10)",
+    ),
+    ("--log-level", "log_level", str, "debug, info (default), warning or error"),
+    ("--log-format", "log_format", str, "text (default) or json (one object per line)"),
+)
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field`."""
+    return "WSECHO_" + field.upper()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser (values stay strings: conversion happens in `load`)."""
+    parser = argparse.ArgumentParser(
+        prog="wsecho",
+        description="WebSocket echo service. Every flag can also be set by an environment "
+        "variable: --max-connections is WSECHO_MAX_CONNECTIONS; flags win over the environment.",
+    )
+    for flag, field, _convert, help_text in _OPTIONS:
+        parser.add_argument(flag, dest=field, metavar=field.split("_")[-1].upper(), help=help_text)
+    parser.add_argument("--version", action="version", version=f"wsecho {__version__}")
+    return parser
+
+
+def load(argv: Sequence[str] | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from flags, then WSECHO_* variables, then defaults. Raises ConfigError.
+
+    argparse's own usage errors (unknown flag) exit with code 2 as well.
+    """
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    values: dict[str, object] = {}
+    for flag, field, convert, _help in _OPTIONS:
+        raw = getattr(args, field)
+        source = flag
+        if raw is None:
+            raw = environ.get(env_name(field))
+            source = env_name(field)
+        if raw is None:
+            continue
+        try:
+            values[field] = convert(raw)
+        except ValueError:
+            raise ConfigError(f"{source}: invalid value {raw!r}") from None
+    return Settings(**values)  # type: ignore[arg-type]
