@@ -15,19 +15,24 @@ SUBCOMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Only the chosen subcommand's module is imported: `run` never pays for the report's
+    plotting stack, and one broken module cannot take the other subcommands down."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in args if not a.startswith("-")), None)
     parser = argparse.ArgumentParser(prog="wsswarm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.configure_parser(sub_parser)
-        sub_parser.set_defaults(handler=module.main)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.configure_parser(sub_parser)
+            sub_parser.set_defaults(handler=module.main)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     return int(args.handler(args))
 
 

@@ -1,0 +1,661 @@
+"""One wsswarm worker process: its share of the connections, one event loop, no thread.
+
+Per-connection state is one small listener object with `__slots__` (no Task per connection once
+it is open): picows calls `on_ws_frame` for each echo, the listener records the latency and sends
+the next message from inside that callback (closed loop). The worker ticks once a second on the
+master's wall-clock schedule, folds the tick's raw latencies into an HDR histogram, writes one
+JSON line to its file and hands the same record to the master over a pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+from array import array
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing.connection import Connection
+from typing import IO, Any, ClassVar
+
+import psutil
+from picows import WSListener, WSMsgType, WSTransport, ws_connect
+
+from wsswarm import errors, latency
+
+TEXT = WSMsgType.TEXT
+CLOSE = WSMsgType.CLOSE
+FORMAT_VERSION = 1
+COMPAT_BATCH = 3  # 2017: BATCH_SIZE
+COMPAT_BATCH_DELAY_S = 0.2  # 2017: BATCH_DELAY
+COMPAT_REPORT_S = 0.2  # 2017: REPORT_DELAY
+MAX_FRAME = 64 * 1024  # echoes are ~30 bytes: anything bigger is a broken server
+OPEN_MODE_MAX_IN_FLIGHT = 10_000  # per connection; beyond that sends are counted as dropped
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs; built by the master, pickled into the spawned process."""
+
+    index: int
+    url: str
+    address: tuple[Any, ...]  # resolved once by the master: no DNS per connection
+    family: int
+    connections: int
+    connect_rate: float  # this worker's attempts per second
+    offset_s: float  # first attempt at t0 + offset_s (workers interleave)
+    t0: float  # epoch s: start of the ramp; ticks at t0 + k * tick_s
+    tick_s: float
+    mode: str  # "closed" | "open"
+    rate: float  # open mode: messages per second per connection
+    compat: bool
+    connect_timeout: float
+    reconnect: bool
+    out_dir: str | None
+    label: str
+    host: str
+    params: dict[str, Any] = field(default_factory=dict)
+    source_address: str | None = None
+    rlimit_nofile: int | None = None
+    drain_timeout: float = 2.0
+
+
+class _Conn(WSListener):
+    """Closed loop: one message in flight, the next is sent from the echo's callback."""
+
+    __slots__ = ("closed_by_server", "opened", "sent", "sent_ns", "transport")
+    # The one worker of this process, as a class attribute: one slot less per connection.
+    w: ClassVar[Worker]
+
+    def __init__(self) -> None:
+        self.transport: WSTransport | None = None
+        self.sent: bytes | None = None
+        self.sent_ns = 0
+        self.opened = False
+        self.closed_by_server = False
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.opened = True
+        w = self.w
+        w.on_open(self)
+        if w.sending:
+            self.send_next()
+
+    def send_next(self) -> None:
+        w = self.w
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms != w.payload_ms:
+            # Connections that send within the same millisecond share one bytes object.
+            w.payload_ms = now_ms
+            w.payload = b'{"timestamp":%d}' % now_ms
+        payload = w.payload
+        self.sent = payload
+        self.sent_ns = time.perf_counter_ns()
+        self.transport.send(TEXT, payload)  # type: ignore[union-attr]
+        w.sent_total += 1
+
+    def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
+        if frame.msg_type is TEXT:
+            now = time.perf_counter_ns()
+            w = self.w
+            sent = self.sent
+            if sent is not None and frame.get_payload_as_bytes() == sent:
+                w.lat_append((now - self.sent_ns) // 1000)
+                w.rt += 1
+            else:
+                w.errors[errors.ECHO_MISMATCH] += 1
+            self.sent = None
+            if w.sending:
+                self.send_next()
+            return
+        _other_frame(self, transport, frame)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:  # noqa: ARG002
+        self.w.on_disconnected(self)
+
+    def in_flight(self) -> int:
+        return 0 if self.sent is None else 1
+
+
+class _CompatConn(_Conn):
+    """2017 semantics: latency = Date.now() - echoed timestamp, in whole wall-clock ms."""
+
+    __slots__ = ()
+
+    def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
+        if frame.msg_type is TEXT:
+            now = time.perf_counter_ns()
+            now_ms = time.time_ns() // 1_000_000
+            w = self.w
+            payload = frame.get_payload_as_bytes()
+            sent = self.sent
+            if sent is not None and payload == sent:
+                w.lat_append((now - self.sent_ns) // 1000)
+                w.rt += 1
+                try:
+                    w.compat_lat_ms += now_ms - json.loads(payload)["timestamp"]
+                    w.compat_rt += 1
+                except (ValueError, KeyError, TypeError):
+                    pass
+            else:
+                w.errors[errors.ECHO_MISMATCH] += 1
+            self.sent = None
+            if w.sending:
+                self.send_next()
+            return
+        _other_frame(self, transport, frame)
+
+
+class _OpenConn(_Conn):
+    """Open loop: the worker's scheduler sends at fixed intended times; FIFO of those in flight."""
+
+    __slots__ = ("queue",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue: deque[tuple[int, bytes]] = deque()
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.opened = True
+        self.w.on_open(self)
+
+    def send_at(self, intended_ns: int) -> None:
+        w = self.w
+        if len(self.queue) >= OPEN_MODE_MAX_IN_FLIGHT:
+            w.errors[errors.BACKLOG] += 1
+            return
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms != w.payload_ms:
+            w.payload_ms = now_ms
+            w.payload = b'{"timestamp":%d}' % now_ms
+        payload = w.payload
+        self.queue.append((intended_ns, payload))
+        self.transport.send(TEXT, payload)  # type: ignore[union-attr]
+        w.sent_total += 1
+
+    def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
+        if frame.msg_type is TEXT:
+            now = time.perf_counter_ns()
+            w = self.w
+            if not self.queue:
+                w.errors[errors.ECHO_MISMATCH] += 1
+                return
+            intended, sent = self.queue.popleft()
+            if frame.get_payload_as_bytes() == sent:
+                # From the intended send time: a stalled server or client cannot hide
+                # behind coordinated omission.
+                w.lat_append((now - intended) // 1000)
+                w.rt += 1
+            else:
+                w.errors[errors.ECHO_MISMATCH] += 1
+            return
+        _other_frame(self, transport, frame)
+
+    def in_flight(self) -> int:
+        return len(self.queue)
+
+
+def _other_frame(conn: _Conn, transport: WSTransport, frame: Any) -> None:
+    if frame.msg_type is CLOSE:
+        raw = frame.get_payload_as_bytes()
+        code = int.from_bytes(raw[:2], "big") if len(raw) >= 2 else 1005
+        if not conn.w.closing:
+            conn.closed_by_server = True
+            conn.w.errors[errors.close_kind(code)] += 1
+        transport.send_close(frame.get_close_code())
+        transport.disconnect()
+    # PING is answered by picows (auto pong); PONG and BINARY are not expected: ignored.
+
+
+class Worker:
+    """Connection bookkeeping, ramp, ticks, drain of one process."""
+
+    def __init__(self, cfg: WorkerConfig, pipe: Connection | None) -> None:
+        self.cfg = cfg
+        self.pipe = pipe
+        self.loop = asyncio.get_running_loop()
+        # Schedule: loop time of the master's epoch t0.
+        self.mono_t0 = self.loop.time() + (cfg.t0 - time.time())
+        self.listener_cls: type[_Conn] = (
+            _OpenConn if cfg.mode == "open" else _CompatConn if cfg.compat else _Conn
+        )
+        # Counters (cumulative unless said otherwise)
+        self.attempted = 0
+        self.failed = 0
+        self.opened = 0
+        self.open_now = 0
+        self.dropped = 0
+        self.pending = 0  # attempts in progress
+        self.rt = 0  # this tick
+        self.rt_total = 0
+        self.sent_total = 0
+        self.lat_sum_us = 0
+        self.errors: Counter[str] = Counter()
+        self.lat = array("q")
+        self.lat_append = self.lat.append
+        self.compat_rt = 0
+        self.compat_lat_ms = 0
+        self.payload_ms = -1
+        self.payload = b""
+        # State
+        self.sending = True
+        self.closing = False
+        self.stopping = False
+        self.stop_reason = "completed"
+        self.stop_message = ""
+        self.conns: set[_Conn] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.ramp_launched = False
+        self.ramp_done_at: float | None = None
+        self.first_attempt_at: float | None = None
+        self.last_attempt_at: float | None = None
+        self.measure_start: float | None = None
+        self.measure_end: float | None = None
+        self.stop_event = asyncio.Event()
+        self.proc = psutil.Process()
+        self.cpu_last = time.process_time()
+        self.tick_last = time.time()
+        self.file: IO[str] | None = None
+        self.first_error_printed = 0
+
+    # ---- connections -------------------------------------------------------------------
+
+    def on_open(self, conn: _Conn) -> None:
+        self.opened += 1
+        self.open_now += 1
+        self.conns.add(conn)
+
+    def on_disconnected(self, conn: _Conn) -> None:
+        if not conn.opened:
+            return
+        conn.opened = False
+        self.open_now -= 1
+        self.conns.discard(conn)
+        if self.closing:
+            return
+        self.dropped += 1
+        if not conn.closed_by_server:
+            self.errors[errors.DROPPED] += 1
+        if self.cfg.reconnect and not self.stopping:
+            # Paced like the ramp so that a server that drops everything is not hammered.
+            self.loop.call_later(1.0 / self.cfg.connect_rate, self.launch_attempt)
+
+    async def _socket(self, _parsed_url: Any) -> socket.socket:
+        sock = socket.socket(self.cfg.family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            if self.cfg.source_address:
+                sock.bind((self.cfg.source_address, 0))
+            await asyncio.wait_for(
+                self.loop.sock_connect(sock, self.cfg.address), self.cfg.connect_timeout
+            )
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def launch_attempt(self) -> None:
+        if self.stopping:
+            return
+        self.attempted += 1
+        self.pending += 1
+        now = time.time()
+        if self.first_attempt_at is None:
+            self.first_attempt_at = now
+        self.last_attempt_at = now
+        task = self.loop.create_task(self._attempt())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _attempt(self) -> None:
+        try:
+            _, listener_or_none = await ws_connect(
+                self.listener_cls,
+                self.cfg.url,
+                socket_factory=self._socket,
+                # The TCP connect has its own timeout in _socket; this bounds the upgrade.
+                websocket_handshake_timeout=self.cfg.connect_timeout,
+                read_buffer_init_size=0,  # picows rounds up to its 2 KB minimum
+                max_frame_size=MAX_FRAME,
+                max_redirects=0,
+                logger_name="wsswarm",
+            )
+            listener: object = listener_or_none
+            if listener is None:
+                # picows returns no listener when the peer closed during the handshake.
+                self._fail(errors.RESET, "connection closed by the server during the handshake")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._fail(errors.classify(exc), errors.describe(exc))
+        finally:
+            self.pending -= 1
+            self._check_ramp_done()
+
+    def _fail(self, kind: str, message: str) -> None:
+        self.failed += 1
+        self.errors[kind] += 1
+        if self.cfg.compat:
+            # 2017 only logged errors: `Connection error: ...`
+            print(f"Connection error: {message}", flush=True)
+        elif self.first_error_printed < 3:
+            self.first_error_printed += 1
+            print(f"worker {self.cfg.index}: connection failed ({kind}): {message}", flush=True)
+
+    def _check_ramp_done(self) -> None:
+        if (
+            self.ramp_done_at is None
+            and self.ramp_launched
+            and self.pending == 0
+            and not self.stopping
+        ):
+            self.ramp_done_at = time.time()
+            self._send(
+                (
+                    "ramp_done",
+                    {
+                        "t": self.ramp_done_at,
+                        "first_attempt": self.first_attempt_at,
+                        "last_attempt": self.last_attempt_at,
+                        "attempted": self.attempted,
+                    },
+                )
+            )
+
+    async def ramp(self) -> None:
+        cfg = self.cfg
+        start = self.mono_t0 + cfg.offset_s
+        if cfg.compat:
+            # 2017: a batch of 3 every 200 ms until the counter reaches the target (it counts
+            # attempts, so 2000 per worker gives 667 batches = 2001 attempts).
+            batch = 0
+            while self.attempted < cfg.connections and not self.stopping:
+                await self._sleep_until(start + batch * COMPAT_BATCH_DELAY_S)
+                for _ in range(COMPAT_BATCH):
+                    self.launch_attempt()
+                batch += 1
+        else:
+            interval = 1.0 / cfg.connect_rate
+            k = 0
+            while k < cfg.connections and not self.stopping:
+                await self._sleep_until(start + k * interval)
+                now = self.loop.time()
+                # Launch everything due (the loop may wake late); pacing stays exact on average.
+                while k < cfg.connections and start + k * interval <= now:
+                    self.launch_attempt()
+                    k += 1
+        self.ramp_launched = True
+        self._check_ramp_done()
+
+    async def _sleep_until(self, when: float) -> None:
+        delay = when - self.loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    # ---- open loop ---------------------------------------------------------------------
+
+    async def open_loop(self) -> None:
+        """Send one message per connection every 1/rate s, connections spread over buckets."""
+        period_ns = int(1e9 / self.cfg.rate)
+        buckets = max(1, min(100, period_ns // 2_000_000))  # a bucket at most every ~2 ms
+        step_ns = period_ns // buckets
+        origin = time.perf_counter_ns()
+        fired = 0
+        groups: list[list[_Conn]] = [[] for _ in range(buckets)]
+        while self.sending and not self.stopping:
+            intended = origin + fired * step_ns
+            now = time.perf_counter_ns()
+            if intended > now:
+                await asyncio.sleep((intended - now) / 1e9)
+                continue
+            bucket = fired % buckets
+            if bucket == 0:
+                # Regroup once per period: new connections join, closed ones leave.
+                for group in groups:
+                    group.clear()
+                for i, conn in enumerate(self.conns):
+                    groups[i % buckets].append(conn)
+            for conn in groups[bucket]:
+                if conn.opened and isinstance(conn, _OpenConn):
+                    conn.send_at(intended)
+            fired += 1
+
+    # ---- ticks, pipe, files ------------------------------------------------------------
+
+    def phase(self, t: float) -> str:
+        if self.measure_end is not None and t > self.measure_end + 1e-6:
+            return "drain"
+        if self.measure_start is not None and t > self.measure_start + 1e-6:
+            return "measure"
+        if self.ramp_done_at is None or self.ramp_done_at > t:
+            return "ramp"
+        return "warmup"
+
+    def make_tick(self) -> dict[str, Any]:
+        now = time.time()
+        cpu = time.process_time()
+        interval = max(now - self.tick_last, 1e-9)
+        cpu_percent = 100.0 * (cpu - self.cpu_last) / interval
+        self.tick_last, self.cpu_last = now, cpu
+        values = self.lat
+        self.lat = array("q")
+        self.lat_append = self.lat.append
+        hist = latency.new_histogram()
+        latency.record_bulk(hist, values)
+        rt = self.rt
+        self.rt = 0
+        self.rt_total += rt
+        lat_sum = sum(values)
+        self.lat_sum_us += lat_sum
+        mean_us = lat_sum / len(values) if values else None
+        return {
+            "type": "tick",
+            "t": round(now, 4),
+            "phase": self.phase(now - interval / 2),
+            "roundtrips": rt,
+            "interval_s": round(interval, 4),
+            "latency_ms": latency.summarize_ms(hist, mean_us),
+            "open": self.open_now,
+            "attempted": self.attempted,
+            "failed": self.failed,
+            "dropped": self.dropped,
+            "errors": dict(self.errors),
+            "cpu_percent": round(cpu_percent, 1),
+            "rss_bytes": self.proc.memory_info().rss,
+            "histogram": latency.encode(hist),
+        }
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self.file.flush()
+
+    def _send(self, message: tuple[str, Any]) -> None:
+        if self.pipe is None:
+            return
+        try:
+            self.pipe.send(message)
+        except (BrokenPipeError, OSError):
+            self.request_stop("interrupted", "master process went away")
+
+    async def ticker(self) -> None:
+        k = 1
+        while True:
+            await self._sleep_until(self.mono_t0 + k * self.cfg.tick_s)
+            k += 1
+            record = self.make_tick()
+            self.write(record)
+            self._send(("tick", record))
+            if self.stop_event.is_set():
+                return
+
+    async def compat_reporter(self) -> None:
+        """2017: every 200 ms send {roundtrips, averageLatency} (NaN when none) and reset."""
+        while not self.stop_event.is_set():
+            await asyncio.sleep(COMPAT_REPORT_S)
+            rt, total = self.compat_rt, self.compat_lat_ms
+            self.compat_rt = self.compat_lat_ms = 0
+            self._send(("compat", {"roundtrips": rt, "avg": total / rt if rt else math.nan}))
+
+    def on_pipe(self) -> None:
+        assert self.pipe is not None
+        try:
+            while self.pipe.poll():
+                kind, body = self.pipe.recv()
+                if kind == "measure":
+                    self.measure_start, self.measure_end = body
+                    delay = self.measure_end - time.time()
+                    self.loop.call_later(max(delay, 0.0), self.request_stop, "completed", "")
+                elif kind == "stop":
+                    self.request_stop(body.get("reason", "interrupted"), body.get("message", ""))
+        except (EOFError, OSError):
+            self.loop.remove_reader(self.pipe.fileno())
+            self.request_stop("interrupted", "master process went away")
+
+    def request_stop(self, reason: str, message: str) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.stop_reason = reason
+        self.stop_message = message
+        self.stop_event.set()
+
+    async def drain(self) -> None:
+        """Stop sending, wait (bounded) for the echoes in flight, then close politely."""
+        self.sending = False
+        for task in list(self.tasks):
+            task.cancel()
+        deadline = self.loop.time() + self.cfg.drain_timeout
+        while self.loop.time() < deadline and any(c.in_flight() for c in self.conns):
+            await asyncio.sleep(0.02)
+        self.closing = True
+        conns = list(self.conns)
+        for conn in conns:
+            if conn.transport is not None:
+                conn.transport.send_close()
+                conn.transport.disconnect()
+        deadline = self.loop.time() + 1.0
+        while self.conns and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+
+    async def run(self) -> None:
+        cfg = self.cfg
+        if cfg.out_dir:
+            path = os.path.join(cfg.out_dir, f"worker-{cfg.index}.jsonl")
+            self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
+        try:
+            self.write(
+                {
+                    "type": "start",
+                    "format_version": FORMAT_VERSION,
+                    "worker": cfg.index,
+                    "host": cfg.host,
+                    "pid": os.getpid(),
+                    "label": cfg.label,
+                    "url": cfg.url,
+                    "params": cfg.params,
+                    "t": round(time.time(), 4),
+                }
+            )
+            if self.pipe is not None:
+                self.loop.add_reader(self.pipe.fileno(), self.on_pipe)
+            for sig in (signal.SIGTERM,):
+                self.loop.add_signal_handler(sig, self.request_stop, "interrupted", "SIGTERM")
+            if cfg.compat:
+                print("Worker started!", flush=True)
+            self.tick_last = time.time()
+            self.cpu_last = time.process_time()
+            helpers = [self.loop.create_task(self.ticker())]
+            if cfg.compat:
+                helpers.append(self.loop.create_task(self.compat_reporter()))
+            ramp = self.loop.create_task(self.ramp())
+            if cfg.mode == "open":
+                helpers.append(self.loop.create_task(self.open_loop()))
+            await self.stop_event.wait()
+            ramp.cancel()
+            await self.drain()
+            # One last tick with what the drain received, then the end record.
+            record = self.make_tick()
+            self.write(record)
+            self._send(("tick", record))
+            for task in helpers:
+                task.cancel()
+            end = {
+                "type": "end",
+                "t": round(time.time(), 4),
+                "reason": self.stop_reason,
+                "message": self.stop_message,
+                "roundtrips_total": self.rt_total,
+                "sent_total": self.sent_total,
+                "latency_sum_us": self.lat_sum_us,
+                "ramp": {
+                    "first_attempt": self.first_attempt_at,
+                    "last_attempt": self.last_attempt_at,
+                    "done": self.ramp_done_at,
+                },
+            }
+            self.write(end)
+            self._send(("end", end))
+        finally:
+            if self.file is not None:
+                self.file.close()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up
+
+        return uvloop.new_event_loop()
+    except ImportError:
+        return asyncio.new_event_loop()
+
+
+def worker_main(cfg: WorkerConfig, pipe: Connection | None) -> None:
+    """Entry point of a spawned worker process."""
+    # Ctrl-C reaches the whole process group: the master decides and tells us over the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if cfg.rlimit_nofile is not None:
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (cfg.rlimit_nofile, hard))
+    else:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if pipe is not None:
+        # Handshake with the master: ready (imports done), then the common start epoch.
+        pipe.send(("ready", os.getpid()))
+        kind, body = pipe.recv()
+        if kind != "start":
+            return
+        cfg = replace(cfg, t0=float(body))
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+
+    async def main() -> None:
+        _Conn.w = Worker(cfg, pipe)
+        await _Conn.w.run()
+
+    try:
+        loop.run_until_complete(main())
+    except Exception as exc:
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.send(("fatal", f"worker {cfg.index}: {type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        loop.close()
+        sys.stdout.flush()
+
+
+def config_dict(cfg: WorkerConfig) -> dict[str, Any]:
+    """Plain dict of a config (for debugging and tests)."""
+    return asdict(cfg)

@@ -1,0 +1,205 @@
+"""A deliberately misbehaving WebSocket server for the wsswarm tests (run as a subprocess).
+
+    python faultserver.py [--accept-limit N]      prints "PORT <n>" and serves on 127.0.0.1
+
+It is a real, minimal RFC 6455 server written on raw asyncio so that it can break the protocol
+on purpose. The request path picks the behaviour of every `every`-th connection on that path
+(the others echo correctly), e.g. `ws://127.0.0.1:P/fault/503/2`:
+
+    echo            echo every text frame (the control path)
+    503             answer the upgrade with HTTP 503
+    hang            accept TCP, never answer the upgrade (client: timeout)
+    reset           answer nothing, close with SO_LINGER 0 (RST) (client: reset)
+    close1001       upgrade, then answer the first message with a close frame 1001
+    wrong           upgrade, then echo a different text than received (client: echo_mismatch)
+    drop            upgrade, then abort the TCP connection on the first message (client: dropped)
+
+`--accept-limit N` closes the listening socket after N connections: later connects are refused.
+`GET /stats` answers JSON: upgrades (epoch times of upgrade requests) and messages echoed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import socket
+import struct
+import sys
+import time
+from collections import Counter
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class State:
+    def __init__(self, accept_limit: int | None) -> None:
+        self.accept_limit = accept_limit
+        self.accepted = 0
+        self.upgrades: list[float] = []
+        self.messages = 0
+        self.per_path: Counter[str] = Counter()
+        self.server: asyncio.base_events.Server | None = None
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    head = bytes([0x80 | opcode])
+    if len(payload) < 126:
+        return head + bytes([len(payload)]) + payload
+    return head + bytes([126]) + struct.pack("!H", len(payload)) + payload
+
+
+class Conn(asyncio.Protocol):
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.upgraded = False
+        self.fault = "echo"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        state = self.state
+        state.accepted += 1
+        if state.accept_limit is not None and state.accepted >= state.accept_limit:
+            if state.server is not None:
+                state.server.close()  # new connects are refused from now on
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.upgraded:
+            self.handle_request()
+        else:
+            self.handle_frames()
+
+    def handle_request(self) -> None:
+        assert self.transport is not None
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head, self.buffer = self.buffer[:end], self.buffer[end + 4 :]
+        lines = head.decode("latin-1").split("\r\n")
+        path = lines[0].split(" ")[1]
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if path == "/stats":
+            body = json.dumps(
+                {"upgrades": self.state.upgrades, "messages": self.state.messages}
+            ).encode()
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                b"Connection: close\r\n\r\n%s" % (len(body), body)
+            )
+            self.transport.close()
+            return
+        self.state.upgrades.append(time.time())
+        parts = path.strip("/").split("/")
+        if len(parts) >= 2 and parts[0] == "fault":
+            kind = parts[1]
+            every = int(parts[2]) if len(parts) > 2 else 1
+            self.state.per_path[path] += 1
+            if self.state.per_path[path] % every == 0:
+                self.fault = kind
+        if self.fault == "hang":
+            return
+        if self.fault == "503":
+            self.transport.write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                b"Connection: close\r\n\r\n"
+            )
+            self.transport.close()
+            return
+        if self.fault == "reset":
+            sock = self.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.transport.abort()
+            return
+        key = headers.get("sec-websocket-key", "").encode()
+        accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+        self.transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        self.upgraded = True
+        if self.buffer:
+            self.handle_frames()
+
+    def handle_frames(self) -> None:
+        assert self.transport is not None
+        while len(self.buffer) >= 2:
+            b0, b1 = self.buffer[0], self.buffer[1]
+            opcode = b0 & 0x0F
+            length = b1 & 0x7F
+            pos = 2
+            if length == 126:
+                if len(self.buffer) < 4:
+                    return
+                length = struct.unpack("!H", self.buffer[2:4])[0]
+                pos = 4
+            elif length == 127:
+                if len(self.buffer) < 10:
+                    return
+                length = struct.unpack("!Q", self.buffer[2:10])[0]
+                pos = 10
+            masked = b1 & 0x80
+            mask = b""
+            if masked:
+                mask = self.buffer[pos : pos + 4]
+                pos += 4
+            if len(self.buffer) < pos + length:
+                return
+            payload = bytearray(self.buffer[pos : pos + length])
+            self.buffer = self.buffer[pos + length :]
+            if masked:
+                for i in range(length):
+                    payload[i] ^= mask[i % 4]
+            if opcode == 0x8:  # close: answer and end
+                self.transport.write(frame(0x8, bytes(payload[:2])))
+                self.transport.close()
+                return
+            if opcode == 0x9:
+                self.transport.write(frame(0xA, bytes(payload)))
+                continue
+            if opcode != 0x1:
+                continue
+            if self.fault == "close1001":
+                self.transport.write(frame(0x8, struct.pack("!H", 1001) + b"going away"))
+                self.transport.close()
+                return
+            if self.fault == "drop":
+                self.transport.abort()
+                return
+            if self.fault == "wrong":
+                payload = bytearray(b'{"timestamp":0}')
+            self.state.messages += 1
+            self.transport.write(frame(0x1, bytes(payload)))
+
+
+async def serve(accept_limit: int | None) -> None:
+    state = State(accept_limit)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: Conn(state), "127.0.0.1", 0, backlog=1024)
+    state.server = server
+    port = server.sockets[0].getsockname()[1]
+    print(f"PORT {port}", flush=True)
+    # Bounded life: a test that forgets to stop us does not leave a server behind for long.
+    await asyncio.sleep(600)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--accept-limit", type=int, default=None)
+    args = parser.parse_args()
+    try:
+        asyncio.run(serve(args.accept_limit))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
