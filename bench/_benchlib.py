@@ -1,0 +1,415 @@
+"""Shared parts of the benchmarks: pinned processes, node.js `ws`, sampling, drivers, tables.
+
+Nothing here is imported by the packages; the bench scripts put this folder on sys.path by being
+run as ``python bench/<script>.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+NODE_DIR = BENCH / ".node"
+# ws 8 is the maintained line and runs on node 20; ws 3 (2017) predates node 20 by six years.
+NODE_WS_VERSION = "8.23.0"
+SERVER_CPU = 0
+CLIENT_CPU = 1
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not run (missing tool, server did not start, ...)."""
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+def check_machine() -> None:
+    """Pin this orchestrator to the client core and lift the soft fd limit for every child."""
+    cpus = os.sched_getaffinity(0)
+    if not {SERVER_CPU, CLIENT_CPU} <= cpus:
+        raise BenchError(f"needs CPUs {SERVER_CPU} and {CLIENT_CPU}, this process may use {cpus}")
+    os.sched_setaffinity(0, {CLIENT_CPU})
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def fd_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def venv_bin(name: str) -> str:
+    """The command `name` from the interpreter's own venv, else from PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise BenchError(f"`{name}` is not installed (run `make bootstrap`)")
+    return found
+
+
+def ensure_node_ws() -> dict[str, str]:
+    """Install the pinned `ws` into bench/.node once; return the environment that finds it."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        raise BenchError(
+            "node and npm are needed for the node.js peers (apt-get install nodejs npm)"
+        )
+    manifest = NODE_DIR / "node_modules" / "ws" / "package.json"
+    installed = json.loads(manifest.read_text())["version"] if manifest.exists() else None
+    if installed != NODE_WS_VERSION:
+        NODE_DIR.mkdir(parents=True, exist_ok=True)
+        cmd = [npm, "install", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund", "--no-save"]
+        proc = subprocess.run(
+            [*cmd, f"ws@{NODE_WS_VERSION}"], capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            raise BenchError(f"npm install ws@{NODE_WS_VERSION} failed:\n{proc.stderr[-2000:]}")
+    return dict(os.environ, NODE_PATH=str(NODE_DIR / "node_modules"))
+
+
+def node_version() -> str:
+    node = shutil.which("node")
+    if node is None:
+        return "absent"
+    return subprocess.run(
+        [node, "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
+def machine_line() -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    load = os.getloadavg()
+    return (
+        f"{os.cpu_count()} x {model}, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+        f"Linux {os.uname().release}, Python {sys.version.split()[0]}, node {node_version()}, "
+        f"load average at start {load[0]:.2f}"
+    )
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(
+    cmd: Sequence[str], cpu: int, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `cmd` in its own process group, pinned (with all its children) to one core."""
+    # taskset execs the command: the pid stays that of the command, and children inherit the mask.
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        raise BenchError("taskset is missing (apt-get install util-linux)")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [taskset, "-c", str(cpu), *cmd],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """SIGTERM the process group, SIGKILL what is left after `timeout`."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def wait_listening(
+    port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 15
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"server exited with {proc.returncode}: {tail(log)}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise BenchError(f"server did not listen on port {port} within {timeout:.0f} s: {tail(log)}")
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    with contextlib.suppress(OSError):
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    return ""
+
+
+class Interrupted(Exception):
+    """SIGTERM arrived: unwind like Ctrl-C so every `finally` stops its processes."""
+
+
+def install_sigterm() -> None:
+    def handler(_signum: int, _frame: object) -> None:
+        raise Interrupted()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+@dataclass
+class Sample:
+    t: float
+    cpu_s: float
+    rss: int
+
+
+class TreeSampler:
+    """Samples CPU seconds and RSS of a process and its descendants from /proc (via psutil)."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[Sample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def sample_now(self) -> Sample | None:
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return None
+        cpu, rss = 0.0, 0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                cpu += times.user + times.system
+                rss += proc.memory_info().rss
+        return Sample(time.time(), cpu, rss)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            sample = self.sample_now()
+            if sample is not None:
+                self.samples.append(sample)
+            self._stop.wait(self.interval)
+
+    def window(self, t0: float, t1: float) -> tuple[float, int, int]:
+        """CPU fraction (1.0 = one core), max RSS and RSS at the end within [t0, t1]."""
+        inside = [s for s in self.samples if t0 <= s.t <= t1]
+        if len(inside) < 2:
+            raise BenchError("too few resource samples in the measured window")
+        cpu = (inside[-1].cpu_s - inside[0].cpu_s) / (inside[-1].t - inside[0].t)
+        return cpu, max(s.rss for s in inside), inside[-1].rss
+
+
+# ----------------------------------------------------------------------------- load drivers
+
+
+@dataclass
+class LoadResult:
+    roundtrips_per_s: float
+    mean_ms: float
+    p99_ms: float
+    attempted: int
+    open: int
+    failed: int
+    measure_started: float
+    measure_ended: float
+    errors: dict[str, int] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Load:
+    url: str
+    connections: int
+    connect_rate: float
+    warmup: float
+    duration: float
+    processes: int
+
+
+class Driver(Protocol):
+    """A closed-loop client that runs on CLIENT_CPU and reports one measured window."""
+
+    name: str
+
+    def command(self, load: Load, out: Path) -> list[str]: ...
+
+    def result(self, out: Path, log: Path) -> LoadResult: ...
+
+
+class LoadgenDriver:
+    """bench/loadgen.py: the lean picows client of this folder."""
+
+    name = "loadgen"
+
+    def command(self, load: Load, out: Path) -> list[str]:
+        return [
+            sys.executable,
+            str(BENCH / "loadgen.py"),
+            *("--url", load.url, "--connections", str(load.connections)),
+            *("--processes", str(load.processes), "--connect-rate", str(load.connect_rate)),
+            *("--warmup", str(load.warmup), "--duration", str(load.duration)),
+            *("--out", str(out)),
+        ]
+
+    def result(self, out: Path, log: Path) -> LoadResult:
+        path = out / "loadgen-summary.json"
+        if not path.exists():
+            raise BenchError(f"loadgen wrote no summary: {tail(log)}")
+        s = json.loads(path.read_text())
+        c = s["connections"]
+        return LoadResult(
+            s["roundtrips_per_s"],
+            s["latency_ms"]["mean"],
+            s["latency_ms"]["p99"],
+            c["attempted"],
+            c["open"],
+            c["failed"],
+            s["measure_started"],
+            s["measure_ended"],
+            s["errors"],
+            s,
+        )
+
+
+class WsswarmDriver:
+    """`wsswarm run` of client/: the project's load generator (summary.json per docs/formats.md)."""
+
+    name = "wsswarm"
+
+    def command(self, load: Load, out: Path) -> list[str]:
+        return [
+            venv_bin("wsswarm"),
+            "run",
+            *("--url", load.url, "--connections", str(load.connections)),
+            *("--processes", str(load.processes), "--connect-rate", str(load.connect_rate)),
+            *("--warmup", str(load.warmup), "--duration", str(load.duration)),
+            *("--out", str(out), "--label", "bench"),
+        ]
+
+    def result(self, out: Path, log: Path) -> LoadResult:
+        path = out / "summary.json"
+        if not path.exists():
+            raise BenchError(f"wsswarm wrote no summary.json: {tail(log)}")
+        s = json.loads(path.read_text())
+        c = s["connections"]
+        return LoadResult(
+            float(s["roundtrips_per_s"]),
+            float(s["latency_ms"]["mean"]),
+            float(s["latency_ms"]["p99"]),
+            int(c["attempted"]),
+            int(c["open"]),
+            int(c["failed"]),
+            float(s["measure_started"]),
+            float(s["measure_ended"]),
+            {k: int(v) for k, v in s.get("errors", {}).items()},
+            s,
+        )
+
+
+def wsswarm_available() -> bool:
+    try:
+        cmd = [venv_bin("wsswarm"), "run", "--help"]
+    except BenchError:
+        return False
+    return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
+
+
+DRIVERS: dict[str, type[LoadgenDriver] | type[WsswarmDriver]] = {
+    "loadgen": LoadgenDriver,
+    "wsswarm": WsswarmDriver,
+}
+
+
+def run_driver(
+    driver: Driver, load: Load, out: Path, samplers_for: Sequence[int] = ()
+) -> tuple[LoadResult, TreeSampler, list[TreeSampler]]:
+    """Run the driver to completion on CLIENT_CPU, sampling it and the given pids meanwhile."""
+    log = out / "driver.log"
+    proc = start(driver.command(load, out), CLIENT_CPU, log)
+    # Late opens may stretch the ramp (see loadgen.py); beyond this the driver is hung.
+    limit = 2 * load.connections / load.connect_rate + load.warmup + load.duration + 90
+    others = [TreeSampler(pid) for pid in samplers_for]
+    try:
+        with TreeSampler(proc.pid) as client, contextlib.ExitStack() as stack:
+            for sampler in others:
+                stack.enter_context(sampler)
+            try:
+                code = proc.wait(limit)
+            except subprocess.TimeoutExpired as exc:
+                raise BenchError(f"{driver.name} did not finish within {limit:.0f} s") from exc
+    finally:
+        stop(proc)
+    if code != 0:
+        raise BenchError(f"{driver.name} exited with {code}: {tail(log)}")
+    return driver.result(out, log), client, others
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def ratio(value: float | None, reference: float | None) -> str:
+    if value is None or reference is None or reference == 0 or math.isnan(value):
+        return "-"
+    return f"{value / reference:.2f}x"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table (readable as plain text too)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
+    return "\n".join([line(headers), sep, *(line(r) for r in rows)])
+
+
+def parse_int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise ValueError(f"expected comma-separated integers, got {text!r}") from exc
+    if not values or min(values) < 1:
+        raise ValueError(f"expected positive integers, got {text!r}")
+    return values

@@ -1,0 +1,187 @@
+'use strict';
+// A faithful re-implementation of the 2017 benchmark client (src/client.js + src/worker.js of
+// dforsten/websockets-includeos-vs-nodejs at de04b26), with parameters instead of constants and a
+// machine-readable total at the end. What is kept from 2017:
+//   - a master forks W workers; each opens its share of connections in batches of BATCH every
+//     INTERVAL ms (2017: 3 per 200 ms), counting attempts, never retrying;
+//   - every message is the JSON text {"timestamp": Date.now()}, sent on open and again right after
+//     each echo (closed loop, one message in flight per connection); latency = now - echoed stamp;
+//   - every 200 ms each worker reports {roundtrips, averageLatency} to the master and resets;
+//   - every 1 s the master prints "Roundtrips per second: N, at average latency: X ms" with the
+//     unweighted mean of the worker averages (NaN windows included, as in 2017);
+//   - errors are logged, not retried.
+// Added (so a benchmark can read it): the workers also report the latency sum and the open/failed
+// counts, and after --duration seconds of measurement (which starts once every worker has finished
+// its ramp, plus --warmup) the master prints one line `RESULT {json}` and exits.
+//
+// Usage: node client2017.js --url ws://127.0.0.1:8080/ [--connections 10000] [--workers 5]
+//        [--batch 3] [--interval 200] [--warmup 5] [--duration 20] [--quiet]
+const childProcess = require('child_process');
+
+function parseArgs(argv) {
+  const opts = {
+    url: null, connections: 10000, workers: 5, batch: 3, interval: 200,
+    warmup: 5, duration: 20, quiet: false, worker: false, share: 0,
+  };
+  for (let i = 0; i < argv.length; i += 1) {
+    const key = argv[i].replace(/^--/, '');
+    if (key === 'quiet' || key === 'worker') { opts[key] = true; continue; }
+    if (!(key in opts)) { throw new Error(`unknown option ${argv[i]}`); }
+    const value = argv[i + 1];
+    i += 1;
+    if (value === undefined) { throw new Error(`option ${argv[i - 1]} needs a value`); }
+    opts[key] = key === 'url' ? value : Number(value);
+    if (key !== 'url' && !(Number.isFinite(opts[key]) && opts[key] >= 0)) {
+      throw new Error(`option --${key} needs a non-negative number, got ${value}`);
+    }
+  }
+  if (!opts.url || !/^wss?:\/\//.test(opts.url)) { throw new Error('--url ws://HOST:PORT/ is required'); }
+  if (opts.workers < 1 || opts.batch < 1 || opts.interval <= 0) {
+    throw new Error('--workers, --batch and --interval must be positive');
+  }
+  return opts;
+}
+
+// ---------------------------------------------------------------- worker (src/worker.js of 2017)
+function runWorker(opts) {
+  const WebSocket = require('ws');
+  const maxConnections = opts.share;
+  let curConnected = 0; // attempts, as in 2017
+  let fullRoundtrips = 0;
+  let totalElapsedTimes = 0;
+  let open = 0;
+  let failed = 0;
+  let rampDone = maxConnections === 0;
+
+  const timestampToJSON = () => JSON.stringify({ timestamp: Date.now() });
+
+  const handleMessage = (ws, msg) => {
+    const json = JSON.parse(msg);
+    const elapsedTime = Date.now() - json.timestamp;
+    totalElapsedTimes += elapsedTime;
+    fullRoundtrips += 1;
+    ws.send(timestampToJSON()); // trigger the next round trip
+  };
+
+  const connectBatch = () => {
+    const n = Math.min(opts.batch, maxConnections - curConnected);
+    for (let i = 0; i < n; i += 1) {
+      const ws = new WebSocket(opts.url, { perMessageDeflate: false });
+      let wasOpen = false;
+      ws.onerror = (err) => {
+        if (!opts.quiet) { console.log(`Connection error: ${err.message}`); }
+        if (!wasOpen) { failed += 1; }
+      };
+      ws.on('open', () => { wasOpen = true; open += 1; ws.send(timestampToJSON()); });
+      ws.on('close', () => { if (wasOpen) { open -= 1; } });
+      ws.on('message', (msg) => handleMessage(ws, msg));
+    }
+    curConnected += n;
+    if (curConnected < maxConnections) {
+      setTimeout(connectBatch, opts.interval);
+    } else {
+      rampDone = true;
+    }
+  };
+  if (maxConnections > 0) { connectBatch(); }
+
+  setInterval(() => {
+    process.send({
+      roundtrips: fullRoundtrips,
+      averageLatency: totalElapsedTimes / fullRoundtrips,
+      latencySum: totalElapsedTimes,
+      open,
+      failed,
+      rampDone,
+    });
+    fullRoundtrips = 0;
+    totalElapsedTimes = 0;
+  }, 200);
+  process.on('disconnect', () => process.exit(0));
+}
+
+// ---------------------------------------------------------------- master (src/client.js of 2017)
+function runMaster(opts) {
+  let messagesPerSecond = 0;
+  let numAverageLatencies = 0;
+  let averageLatency = 0;
+  const workerState = [];
+  const total = { roundtrips: 0, latencySum: 0 };
+  let measureStart = null;
+  let measureEnd = null;
+  let warmupTimer = null;
+
+  console.log(`benchmarking server ${opts.url}`);
+  setInterval(() => {
+    averageLatency /= numAverageLatencies;
+    console.log(`Roundtrips per second: ${messagesPerSecond}, at average latency: ${averageLatency}ms`);
+    messagesPerSecond = 0;
+    numAverageLatencies = 0;
+    averageLatency = 0;
+  }, 1000);
+
+  const workers = [];
+  const finish = () => {
+    measureEnd = Date.now();
+    const seconds = (measureEnd - measureStart) / 1000;
+    const open = workerState.reduce((s, w) => s + (w ? w.open : 0), 0);
+    const failed = workerState.reduce((s, w) => s + (w ? w.failed : 0), 0);
+    const result = {
+      tool: 'client2017.js',
+      connections: opts.connections,
+      workers: opts.workers,
+      open,
+      failed,
+      roundtrips: total.roundtrips,
+      measure_started: measureStart / 1000,
+      measure_ended: measureEnd / 1000,
+      roundtrips_per_s: total.roundtrips / seconds,
+      // Weighted by round trips (the 2017 print is the unweighted mean of means).
+      latency_mean_ms: total.roundtrips ? total.latencySum / total.roundtrips : null,
+    };
+    process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
+    workers.forEach((w) => w.kill('SIGTERM'));
+    process.exit(0);
+  };
+
+  const handleMessage = (index, msg) => {
+    messagesPerSecond += msg.roundtrips;
+    numAverageLatencies += 1;
+    averageLatency += msg.averageLatency;
+    workerState[index] = msg;
+    if (measureStart !== null && measureEnd === null) {
+      total.roundtrips += msg.roundtrips;
+      total.latencySum += msg.latencySum;
+    }
+    if (warmupTimer === null && workerState.filter((w) => w && w.rampDone).length === opts.workers) {
+      warmupTimer = setTimeout(() => {
+        measureStart = Date.now();
+        setTimeout(finish, opts.duration * 1000);
+      }, opts.warmup * 1000);
+    }
+  };
+
+  for (let i = 0; i < opts.workers; i += 1) {
+    // The 2017 split: equal shares; the remainder goes to the first workers.
+    const share = Math.floor(opts.connections / opts.workers) + (i < opts.connections % opts.workers ? 1 : 0);
+    const args = process.argv.slice(2).concat(['--worker', '--share', String(share)]);
+    const worker = childProcess.fork(__filename, args);
+    worker.on('message', (msg) => handleMessage(i, msg));
+    worker.on('exit', (code, signal) => {
+      if (measureEnd === null) { console.log(`worker exited with code ${code} and signal ${signal}`); }
+    });
+    workers.push(worker);
+  }
+  const stop = () => { workers.forEach((w) => w.kill('SIGTERM')); process.exit(1); };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+let options;
+try {
+  options = parseArgs(process.argv.slice(2));
+} catch (err) {
+  console.error(`client2017.js: ${err.message}`);
+  process.exit(2);
+}
+if (options.worker) { runWorker(options); } else { runMaster(options); }

@@ -1,0 +1,277 @@
+"""Server benchmark: wsecho (picows, websockets) against the 2017 baseline, node.js `ws`.
+
+Each server runs alone on CPU 0; the same closed-loop client drives it from CPU 1 at each
+connection count. One table: round-trips/s, latency, server CPU and RSS, round-trips per
+server-core-second, and every server's ratios to node.js `ws`. See bench/README.md.
+
+    .venv/bin/python bench/server_bench.py [--connections 1000,10000] [--duration 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from _benchlib import (
+    BENCH,
+    CLIENT_CPU,
+    DRIVERS,
+    NODE_WS_VERSION,
+    SERVER_CPU,
+    BenchError,
+    Interrupted,
+    Load,
+    LoadResult,
+    check_machine,
+    ensure_node_ws,
+    fd_limit,
+    free_port,
+    install_sigterm,
+    machine_line,
+    parse_int_list,
+    ratio,
+    run_driver,
+    start,
+    stop,
+    table,
+    venv_bin,
+    wait_listening,
+    wsswarm_available,
+)
+
+SERVERS = ("wsecho-picows", "wsecho-websockets", "node-ws")
+REFERENCE = "node-ws"
+
+
+@dataclass
+class Row:
+    server: str
+    connections: int
+    load: LoadResult | None = None
+    server_cpu: float | None = None  # fraction of one core
+    server_rss: int | None = None  # max in the measured window
+    client_cpu: float | None = None
+    error: str | None = None
+
+    @property
+    def per_core(self) -> float | None:
+        if self.load is None or not self.server_cpu:
+            return None
+        return self.load.roundtrips_per_s / self.server_cpu
+
+
+def server_command(name: str, port: int) -> tuple[list[str], dict[str, str] | None]:
+    if name == "node-ws":
+        env = ensure_node_ws()
+        return ["node", str(BENCH / "node" / "echo_server.js"), str(port), "127.0.0.1"], env
+    backend = name.removeprefix("wsecho-")
+    cmd = [venv_bin("wsecho"), "--backend", backend, "--host", "127.0.0.1", "--port", str(port)]
+    return [*cmd, "--log-level", "warning"], None
+
+
+def measure(name: str, load: Load, driver_name: str, work: Path) -> Row:
+    row = Row(name, load.connections)
+    out = work / f"{name}-{load.connections}"
+    out.mkdir(parents=True)
+    port = free_port()
+    load.url = f"ws://127.0.0.1:{port}/"
+    try:
+        cmd, env = server_command(name, port)
+        log = out / "server.log"
+        server = start(cmd, SERVER_CPU, log, env)
+        try:
+            wait_listening(port, server, log)
+            driver = DRIVERS[driver_name]()
+            result, client, (srv,) = run_driver(driver, load, out, [server.pid])
+            if server.poll() is not None:
+                raise BenchError(f"server died during the run (exit {server.returncode})")
+            t0, t1 = result.measure_started, result.measure_ended
+            row.load = result
+            row.server_cpu, row.server_rss, _ = srv.window(t0, t1)
+            row.client_cpu, _, _ = client.window(t0, t1)
+        finally:
+            stop(server)
+    except BenchError as exc:
+        row.error = str(exc)
+    return row
+
+
+def render(rows: list[Row]) -> str:
+    ref = {r.connections: r for r in rows if r.server == REFERENCE and r.load is not None}
+    headers = [
+        "server",
+        "conns",
+        "open",
+        "failed",
+        "rt/s",
+        "mean ms",
+        "p99 ms",
+        "srv CPU%",
+        "srv RSS MB",
+        "rt/srv-core-s",
+        "cli CPU%",
+        "rt/s vs node",
+        "rt/core vs node",
+        "mean lat vs node",
+        "RSS vs node",
+    ]
+    lines = []
+    for r in rows:
+        if r.load is None:
+            lines.append([r.server, str(r.connections), "-", "-", f"ERROR: {r.error}"] + ["-"] * 10)
+            continue
+        n = ref.get(r.connections)
+        nl = n.load if n is not None else None
+        lines.append(
+            [
+                r.server,
+                f"{r.connections:,}",
+                f"{r.load.open:,}",
+                str(r.load.failed),
+                f"{r.load.roundtrips_per_s:,.0f}",
+                f"{r.load.mean_ms:.1f}",
+                f"{r.load.p99_ms:.1f}",
+                f"{100 * (r.server_cpu or 0):.0f}",
+                f"{(r.server_rss or 0) / 1e6:.0f}",
+                f"{r.per_core or 0:,.0f}",
+                f"{100 * (r.client_cpu or 0):.0f}",
+                ratio(r.load.roundtrips_per_s, nl.roundtrips_per_s if nl else None),
+                ratio(r.per_core, n.per_core if n else None),
+                ratio(r.load.mean_ms, nl.mean_ms if nl else None),
+                ratio(r.server_rss, n.server_rss if n else None),
+            ]
+        )
+    return table(headers, lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--connections", default="1000,10000", help="comma-separated counts (default 1000,10000)"
+    )
+    p.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"comma-separated subset of {','.join(SERVERS)} (default: all)",
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds (default 10)")
+    p.add_argument(
+        "--warmup", type=float, default=3.0, help="seconds after the ramp, unmeasured (default 3)"
+    )
+    p.add_argument(
+        "--connect-rate", type=float, default=1000.0, help="connections/s (default 1000)"
+    )
+    p.add_argument(
+        "--driver",
+        choices=["auto", *DRIVERS],
+        default="loadgen",
+        help="the client: loadgen (bench/loadgen.py, default), wsswarm, or auto (wsswarm if "
+        "installed)",
+    )
+    p.add_argument(
+        "--client-processes", type=int, default=1, help="client processes on CPU 1 (default 1)"
+    )
+    p.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
+    p.add_argument("--keep", action="store_true", help="keep the per-run logs and result files")
+    args = p.parse_args(argv)
+    try:
+        args.connections = parse_int_list(args.connections)
+    except ValueError as exc:
+        p.error(f"--connections: {exc}")
+    args.servers = [s for s in args.servers.split(",") if s]
+    unknown = set(args.servers) - set(SERVERS)
+    if unknown or not args.servers:
+        p.error(f"--servers: unknown {sorted(unknown)}; choose from {', '.join(SERVERS)}")
+    if args.duration <= 0 or args.warmup < 0 or args.connect_rate <= 0:
+        p.error("--duration and --connect-rate must be positive, --warmup not negative")
+    if args.client_processes < 1:
+        p.error("--client-processes must be at least 1")
+    per_process = max(args.connections) / args.client_processes
+    if per_process > fd_limit() - 100:
+        p.error(f"{per_process:.0f} connections per client process exceed the open-file limit")
+    if args.driver == "auto":
+        args.driver = "wsswarm" if wsswarm_available() else "loadgen"
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    check_machine()
+    args = parse_args(argv)
+    install_sigterm()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    print(f"machine: {machine_line()}", flush=True)
+    print(
+        f"client: {args.driver} ({args.client_processes} process(es)) on CPU {CLIENT_CPU}, "
+        f"servers on CPU {SERVER_CPU}; node ws@{NODE_WS_VERSION}; warm-up {args.warmup:g} s, "
+        f"measured {args.duration:g} s, connect rate {args.connect_rate:g}/s",
+        flush=True,
+    )
+    work = Path(tempfile.mkdtemp(prefix="echolab-server-bench-"))
+    rows: list[Row] = []
+    try:
+        for connections in args.connections:
+            # The reference first, so that a failure shows before the long runs.
+            for name in sorted(args.servers, key=lambda s: s != REFERENCE):
+                load = Load(
+                    "",
+                    connections,
+                    args.connect_rate,
+                    args.warmup,
+                    args.duration,
+                    args.client_processes,
+                )
+                t = time.monotonic()
+                row = measure(name, load, args.driver, work)
+                rows.append(row)
+                status = row.error or (
+                    f"{row.load.roundtrips_per_s:,.0f} rt/s at "
+                    f"{100 * (row.server_cpu or 0):.0f}% server CPU"
+                    if row.load
+                    else ""
+                )
+                print(
+                    f"  {name} at {connections:,}: {status} ({time.monotonic() - t:.0f} s)",
+                    flush=True,
+                )
+    except (KeyboardInterrupt, Interrupted):
+        print("interrupted: the table holds the runs completed so far", file=sys.stderr)
+    finally:
+        if args.keep:
+            print(f"run files kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print()
+    cmd = " ".join(["bench/server_bench.py", *(argv if argv is not None else sys.argv[1:])])
+    print(f"{started:%Y-%m-%d %H:%M} UTC, `{cmd}`")
+    print(render(rows))
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                [
+                    {
+                        "server": r.server,
+                        "connections": r.connections,
+                        "error": r.error,
+                        "server_cpu": r.server_cpu,
+                        "server_rss": r.server_rss,
+                        "client_cpu": r.client_cpu,
+                        "per_core": r.per_core,
+                        "load": r.load.raw if r.load else None,
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
+    return 1 if any(r.error for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
