@@ -190,6 +190,7 @@ class Sample:
     t: float
     cpu_s: float
     rss: int
+    rss_by_pid: dict[int, int]
 
 
 class TreeSampler:
@@ -216,13 +217,13 @@ class TreeSampler:
             procs = [root, *root.children(recursive=True)]
         except psutil.Error:
             return None
-        cpu, rss = 0.0, 0
+        cpu, by_pid = 0.0, {}
         for proc in procs:
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
                 cpu += times.user + times.system
-                rss += proc.memory_info().rss
-        return Sample(time.time(), cpu, rss)
+                by_pid[proc.pid] = proc.memory_info().rss
+        return Sample(time.time(), cpu, sum(by_pid.values()), by_pid)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -238,6 +239,20 @@ class TreeSampler:
             raise BenchError("too few resource samples in the measured window")
         cpu = (inside[-1].cpu_s - inside[0].cpu_s) / (inside[-1].t - inside[0].t)
         return cpu, max(s.rss for s in inside), inside[-1].rss
+
+    def rss_of(self, pid: int, before: float) -> int | None:
+        """RSS of one process in the last sample taken before `before` (else its first)."""
+        known = [s for s in self.samples if pid in s.rss_by_pid]
+        if not known:
+            return None
+        earlier = [s for s in known if s.t <= before]
+        return (earlier[-1] if earlier else known[0]).rss_by_pid[pid]
+
+    def max_rss_of(self, pid: int, t0: float, t1: float) -> int | None:
+        inside = [
+            s.rss_by_pid[pid] for s in self.samples if t0 <= s.t <= t1 and pid in s.rss_by_pid
+        ]
+        return max(inside) if inside else None
 
 
 # ----------------------------------------------------------------------------- load drivers
@@ -362,16 +377,22 @@ DRIVERS: dict[str, type[LoadgenDriver] | type[WsswarmDriver]] = {
 
 
 def run_driver(
-    driver: Driver, load: Load, out: Path, samplers_for: Sequence[int] = ()
+    driver: Driver,
+    load: Load,
+    out: Path,
+    *,
+    samplers_for: Sequence[int] = (),
+    interval: float = 0.25,
+    env: dict[str, str] | None = None,
 ) -> tuple[LoadResult, TreeSampler, list[TreeSampler]]:
     """Run the driver to completion on CLIENT_CPU, sampling it and the given pids meanwhile."""
     log = out / "driver.log"
-    proc = start(driver.command(load, out), CLIENT_CPU, log)
+    proc = start(driver.command(load, out), CLIENT_CPU, log, env)
     # Late opens may stretch the ramp (see loadgen.py); beyond this the driver is hung.
     limit = 2 * load.connections / load.connect_rate + load.warmup + load.duration + 90
     others = [TreeSampler(pid) for pid in samplers_for]
     try:
-        with TreeSampler(proc.pid) as client, contextlib.ExitStack() as stack:
+        with TreeSampler(proc.pid, interval) as client, contextlib.ExitStack() as stack:
             for sampler in others:
                 stack.enter_context(sampler)
             try:

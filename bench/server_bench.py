@@ -89,7 +89,7 @@ def measure(name: str, load: Load, driver_name: str, work: Path) -> Row:
         try:
             wait_listening(port, server, log)
             driver = DRIVERS[driver_name]()
-            result, client, (srv,) = run_driver(driver, load, out, [server.pid])
+            result, client, (srv,) = run_driver(driver, load, out, samplers_for=[server.pid])
             if server.poll() is not None:
                 raise BenchError(f"server died during the run (exit {server.returncode})")
             t0, t1 = result.measure_started, result.measure_ended
@@ -123,9 +123,11 @@ def render(rows: list[Row]) -> str:
         "RSS vs node",
     ]
     lines = []
+    notes: list[str] = []
     for r in rows:
         if r.load is None:
-            lines.append([r.server, str(r.connections), "-", "-", f"ERROR: {r.error}"] + ["-"] * 10)
+            notes.append(f"[{len(notes) + 1}] {r.server} at {r.connections:,}: {r.error}")
+            lines.append([r.server, f"{r.connections:,}", f"error [{len(notes)}]"] + ["-"] * 12)
             continue
         n = ref.get(r.connections)
         nl = n.load if n is not None else None
@@ -148,7 +150,7 @@ def render(rows: list[Row]) -> str:
                 ratio(r.server_rss, n.server_rss if n else None),
             ]
         )
-    return table(headers, lines)
+    return "\n".join([table(headers, lines), *notes])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

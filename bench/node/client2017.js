@@ -52,6 +52,8 @@ function runWorker(opts) {
   let open = 0;
   let failed = 0;
   let rampDone = maxConnections === 0;
+  // Added: this worker's resident memory before its first connection, to get bytes per connection.
+  const rssBefore = process.memoryUsage.rss();
 
   const timestampToJSON = () => JSON.stringify({ timestamp: Date.now() });
 
@@ -93,6 +95,8 @@ function runWorker(opts) {
       open,
       failed,
       rampDone,
+      rssBefore,
+      rss: process.memoryUsage.rss(),
     });
     fullRoundtrips = 0;
     totalElapsedTimes = 0;
@@ -126,6 +130,8 @@ function runMaster(opts) {
     const seconds = (measureEnd - measureStart) / 1000;
     const open = workerState.reduce((s, w) => s + (w ? w.open : 0), 0);
     const failed = workerState.reduce((s, w) => s + (w ? w.failed : 0), 0);
+    const rssBefore = workerState.reduce((s, w) => s + (w ? w.rssBefore : 0), 0);
+    const rssEnd = workerState.reduce((s, w) => s + (w ? w.rss : 0), 0);
     const result = {
       tool: 'client2017.js',
       connections: opts.connections,
@@ -133,6 +139,8 @@ function runMaster(opts) {
       open,
       failed,
       roundtrips: total.roundtrips,
+      // Sum over the workers (the master holds no connection).
+      worker_rss_bytes: { before: rssBefore, end: rssEnd },
       measure_started: measureStart / 1000,
       measure_ended: measureEnd / 1000,
       roundtrips_per_s: total.roundtrips / seconds,
