@@ -1,0 +1,140 @@
+"""`wsswarm report RESULTS_DIR`: merge one run's files into summary.json/csv, report.md and plots.
+
+RESULTS_DIR is one run, `results/<run-id>/` (layout in docs/formats.md). Every target is
+merged from all worker files of all client hosts plus its sampler file; nothing is dropped
+silently: unusable input is listed, with file and line, in the report and on stderr.
+See client/docs/sample-and-report.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from wsswarm import __version__
+from wsswarm.report.load import Problem, load_tree, looks_like_results_root
+from wsswarm.report.merge import REFERENCE_2017, TimeSeries, analyse_target, compare
+from wsswarm.report.render import console_table, csv_text, markdown
+
+FORMAT_VERSION = 1
+EXIT_OK = 0
+EXIT_NO_DATA = 1
+EXIT_USAGE = 2
+
+
+class ReportError(Exception):
+    """Nothing to report on; the message says what was expected."""
+
+
+def build_summary(root: Path) -> tuple[dict[str, Any], dict[str, TimeSeries]]:
+    """Read and merge one run directory: the content of summary.json, and the plot series."""
+    if not root.is_dir():
+        raise ReportError(f"{root} is not a directory")
+    tree = load_tree(root)
+    if not tree.targets:
+        runs = looks_like_results_root(root)
+        if runs:
+            raise ReportError(
+                f"{root} holds runs, not targets: pass one run directory, e.g. {runs[-1]}"
+            )
+        raise ReportError(
+            f"no results in {root}: expected <target>/<host>/worker-*.jsonl, sample.jsonl or "
+            "<target>/status.json (docs/formats.md)"
+        )
+    problems: list[Problem] = list(tree.problems)
+    results: dict[str, dict[str, Any]] = {}
+    series: dict[str, TimeSeries] = {}
+    for target in tree.targets:
+        results[target.name], series[target.name] = analyse_target(target, problems)
+    manifest = tree.manifest or {}
+    summary = {
+        "format_version": FORMAT_VERSION,
+        "tool": f"wsswarm {__version__}",
+        "run_id": manifest.get("run_id") or root.resolve().name,
+        "generated": round(time.time(), 3),
+        "manifest": {
+            key: manifest.get(key)
+            for key in ("run_id", "commit", "profile", "started", "parameters")
+            if key in manifest
+        },
+        "targets": results,
+        "comparisons": compare(list(results.values())),
+        "reference_2017": REFERENCE_2017,
+        "warnings": [],
+        "problems": [
+            {"file": p.path, "line": p.line, "message": p.message, "where": _where(p)}
+            for p in problems
+        ],
+    }
+    return summary, series
+
+
+def _where(problem: Problem) -> str:
+    return problem.path if problem.line is None else f"{problem.path}:{problem.line}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_report(
+    root: Path, out_dir: Path | None = None, plots: bool = True
+) -> tuple[dict[str, Any], Path]:
+    """Write summary.json, summary.csv, the PNGs and report.md; return the summary and its path."""
+    summary, series = build_summary(root)
+    out = out_dir or root
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[tuple[str, str]] = []
+    if plots:
+        from wsswarm.report.plots import write_plots  # noqa: PLC0415 - matplotlib is heavy
+
+        written = write_plots(out, series)
+    summary["plots"] = [name for _, name in written]
+    _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    _write_atomic(out / "summary.csv", csv_text(list(summary["targets"].values())))
+    report = out / "report.md"
+    _write_atomic(report, markdown(summary, written))
+    return summary, report
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "results_dir", type=Path, metavar="RESULTS_DIR", help="one run: results/<run-id>/"
+    )
+    parser.add_argument(
+        "--out-dir", type=Path, default=None, help="write the report here (default: RESULTS_DIR)"
+    )
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        summary, report = write_report(args.results_dir, args.out_dir, plots=not args.no_plots)
+    except ReportError as exc:
+        print(f"wsswarm report: {exc}", file=sys.stderr)
+        return (
+            EXIT_USAGE
+            if "not a directory" in str(exc) or "holds runs" in str(exc)
+            else (EXIT_NO_DATA)
+        )
+    for problem in summary["problems"]:
+        print(f"wsswarm report: input: {problem['where']}: {problem['message']}", file=sys.stderr)
+    results = list(summary["targets"].values())
+    print(console_table(results), end="")
+    for result in results:
+        for warning in result["warnings"]:
+            print(f"WARNING {result['target']}: {warning}")
+    for pair in summary["comparisons"]:
+        print(pair["sentence"])
+    if summary["problems"]:
+        count = len(summary["problems"])
+        print(f"{count} problem{'s' if count > 1 else ''} in the input files: listed in the report")
+    print(f"report: {report}")
+    return EXIT_OK

@@ -1,0 +1,338 @@
+"""The report's outputs besides the plots: summary.csv, report.md and the console table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from wsswarm.report.merge import HEADLINE_2017, REFERENCE_2017
+
+CSV_COLUMNS = [
+    "target",
+    "source",
+    "kind",
+    "status",
+    "roundtrips",
+    "roundtrips_per_s",
+    "latency_mean_ms",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "latency_p999_ms",
+    "latency_max_ms",
+    "connections_planned",
+    "connections_attempted",
+    "connections_open",
+    "connections_failed",
+    "connections_dropped",
+    "server_cpu_percent_mean",
+    "server_cpu_percent_max",
+    "server_rss_bytes_max",
+    "docker_proxy_cpu_percent",
+    "client_bound",
+    "accelerator",
+    "docker_proxy",
+    "hosts",
+    "window_s",
+    "warnings",
+    "note",
+]
+
+
+def _lat(result: dict[str, Any], key: str) -> Any:
+    return (result.get("latency_ms") or {}).get(key)
+
+
+def csv_text(results: list[dict[str, Any]]) -> str:
+    """One row per measured target, then the published 2017 rows (range midpoints, see note)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in results:
+        server = r.get("server") or {}
+        conns = r.get("connections") or {}
+        writer.writerow(
+            {
+                "target": r["target"],
+                "source": "measured",
+                "kind": r.get("kind") or "",
+                "status": r["status"],
+                "roundtrips": r.get("roundtrips", ""),
+                "roundtrips_per_s": _blank(r.get("roundtrips_per_s")),
+                "latency_mean_ms": _blank(_lat(r, "mean")),
+                "latency_p50_ms": _blank(_lat(r, "p50")),
+                "latency_p90_ms": _blank(_lat(r, "p90")),
+                "latency_p99_ms": _blank(_lat(r, "p99")),
+                "latency_p999_ms": _blank(_lat(r, "p999")),
+                "latency_max_ms": _blank(_lat(r, "max")),
+                "connections_planned": _blank(conns.get("planned")),
+                "connections_attempted": _blank(conns.get("attempted")),
+                "connections_open": _blank(conns.get("open")),
+                "connections_failed": _blank(conns.get("failed")),
+                "connections_dropped": _blank(conns.get("dropped")),
+                "server_cpu_percent_mean": _blank(server.get("cpu_percent_mean")),
+                "server_cpu_percent_max": _blank(server.get("cpu_percent_max")),
+                "server_rss_bytes_max": _blank(server.get("rss_bytes_max")),
+                "docker_proxy_cpu_percent": _blank(server.get("docker_proxy_cpu_percent")),
+                "client_bound": str(bool(r.get("client_bound"))).lower(),
+                "accelerator": r.get("accelerator") or "",
+                "docker_proxy": str(bool(r.get("docker_proxy"))).lower(),
+                "hosts": " ".join(sorted(r.get("hosts") or {})),
+                "window_s": _blank((r.get("window") or {}).get("seconds")),
+                "warnings": len(r.get("warnings") or []),
+                "note": r.get("reason") or "",
+            }
+        )
+    for ref in REFERENCE_2017:
+        lo, hi = ref["roundtrips_per_s"]
+        llo, lhi = ref["latency_ms"]
+        writer.writerow(
+            {
+                "target": ref["target"],
+                "source": "published 2017",
+                "kind": ref["kind"],
+                "status": "reference",
+                "roundtrips_per_s": (lo + hi) / 2,
+                "latency_mean_ms": (llo + lhi) / 2,
+                "connections_planned": 10000,
+                "server_rss_bytes_max": ref["memory_mb"] * 1_000_000,
+                "client_bound": "",
+                "docker_proxy": str(ref["kind"] == "container").lower(),
+                "note": f"range {lo}-{hi} round-trips/s, {llo}-{lhi} ms; {ref['note']}",
+            }
+        )
+    return out.getvalue()
+
+
+def _blank(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and digits:
+        return f"{value:,.{digits}f}"
+    return f"{round(value):,}"
+
+
+def _ms(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _mb(value: Any) -> str:
+    return "-" if value is None else f"{value / 1e6:.0f}"
+
+
+def _open(r: dict[str, Any]) -> str:
+    conns = r.get("connections") or {}
+    planned = conns.get("planned")
+    opened = conns.get("open")
+    if opened is None:
+        return "-"
+    return f"{opened:,}" if not planned else f"{opened:,} / {planned:,}"
+
+
+TABLE_HEAD = [
+    "target",
+    "status",
+    "round-trips/s",
+    "mean ms",
+    "p50 ms",
+    "p99 ms",
+    "p99.9 ms",
+    "max ms",
+    "open / planned",
+    "failed",
+    "server CPU %",
+    "server MB",
+    "warnings",
+]
+
+
+def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for r in results:
+        server = r.get("server") or {}
+        rows.append(
+            [
+                r["target"],
+                r["status"],
+                _num(r.get("roundtrips_per_s")),
+                _ms(_lat(r, "mean")),
+                _ms(_lat(r, "p50")),
+                _ms(_lat(r, "p99")),
+                _ms(_lat(r, "p999")),
+                _ms(_lat(r, "max")),
+                _open(r),
+                _num((r.get("connections") or {}).get("failed")),
+                _num(server.get("cpu_percent_mean")),
+                _mb(server.get("rss_bytes_max")),
+                str(len(r.get("warnings") or [])),
+            ]
+        )
+    for ref in REFERENCE_2017:
+        lo, hi = ref["roundtrips_per_s"]
+        llo, lhi = ref["latency_ms"]
+        rows.append(
+            [
+                f"{ref['target']} (published)",
+                "reference",
+                f"{lo:,}-{hi:,}",
+                f"{llo}-{lhi}",
+                "-",
+                "-",
+                "-",
+                "-",
+                "10,000",
+                "~6" if ref["kind"] == "vm" else "?",
+                "-",
+                str(ref["memory_mb"]),
+                "",
+            ]
+        )
+    return rows
+
+
+def console_table(results: list[dict[str, Any]]) -> str:
+    """Fixed-width table for a terminal or an Ansible log."""
+    rows = [TABLE_HEAD, *table_rows(results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEAD))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [
+            cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row)
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines) + "\n"
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(summary: dict[str, Any], plots: list[tuple[str, str]]) -> str:
+    """report.md: warnings first, the side-by-side table, the comparisons, plots, details."""
+    results: list[dict[str, Any]] = list(summary["targets"].values())
+    manifest = summary.get("manifest") or {}
+    out = [f"# echolab report: {summary['run_id']}\n"]
+    facts = [f"generated by {summary['tool']}"]
+    for key in ("commit", "profile", "started"):
+        if manifest.get(key) is not None:
+            facts.append(f"{key} `{manifest[key]}`")
+    out.append("; ".join(facts) + ".\n")
+
+    out.append("## Warnings\n")
+    warnings = [(r["target"], w) for r in results for w in r.get("warnings") or []]
+    warnings += [("input", w) for w in summary.get("warnings") or []]
+    if summary["problems"]:
+        warnings.append(
+            ("input", f"{len(summary['problems'])} problem(s) in the input files (see the end)")
+        )
+    if warnings:
+        out += [f"- **{target}**: {text}" for target, text in warnings]
+        out.append("")
+    else:
+        out.append("None: every target measured cleanly.\n")
+
+    out.append("## Results\n")
+    out.append(_md_table(TABLE_HEAD, table_rows(results)))
+    out.append(
+        "Round-trips/s are counted over the common measured window of all client processes "
+        "(after the ramp and the warm-up); latencies cover every round trip in that window "
+        "(HdrHistogram, merged exactly across processes and hosts). Server CPU is the mean over "
+        "the window (100 = one core, docker-proxy included), server memory the maximum. The "
+        "2017 rows are the published figures at 10,000 connections: a hand-read mean of means, "
+        "without percentiles (see the README).\n"
+    )
+
+    out.append("## Side by side\n")
+    if summary["comparisons"]:
+        for pair in summary["comparisons"]:
+            caveat = " (caution: see the warnings of these targets)" if pair["caveat"] else ""
+            out.append(f"- {pair['sentence']}{caveat}")
+    else:
+        out.append("- fewer than two targets with measured figures: nothing to compare")
+    out.append(f"- 2017, published: IncludeOS in a QEMU VM vs node.js in Docker: {HEADLINE_2017}")
+    out.append("")
+
+    if plots:
+        out.append("## Plots\n")
+        for title, name in plots:
+            out.append(f"![{title}]({name})\n")
+
+    out.append("## Per target\n")
+    for r in results:
+        out.append(f"### {r['target']}\n")
+        facts = [f"kind {r.get('kind') or '?'}", f"status {r['status']}"]
+        if r.get("reason"):
+            facts.append(f"reason: {r['reason']}")
+        if r.get("url"):
+            facts.append(f"url `{r['url']}`")
+        if r.get("accelerator"):
+            facts.append(f"accelerator {r['accelerator']}")
+        window = r.get("window")
+        if window:
+            facts.append(f"measured window {window['seconds']:.1f} s")
+        out.append(", ".join(facts) + ".\n")
+        hosts = r.get("hosts") or {}
+        if hosts:
+            rows = [
+                [
+                    name,
+                    str(h["workers"]),
+                    _num(h.get("roundtrips_per_s")),
+                    _ms((h.get("latency_ms") or {}).get("p99")),
+                    _num(h.get("failed")),
+                    str(h.get("status") or "-"),
+                    "yes" if h.get("sampler") else "",
+                ]
+                for name, h in sorted(hosts.items())
+            ]
+            out.append(
+                _md_table(
+                    ["host", "workers", "round-trips/s", "p99 ms", "failed", "run", "sampler"],
+                    rows,
+                )
+            )
+        if r.get("errors"):
+            out.append(
+                "Errors by kind: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items()))
+                + ".\n"
+            )
+        cpu = r.get("client_cpu_percent") or {}
+        if cpu:
+            out.append(
+                "Client CPU (sustained, % of one core): "
+                + ", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu.items()))
+                + ".\n"
+            )
+        server = r.get("server")
+        if server and server.get("components"):
+            out.append(f"Server ({'; '.join(server['what'])}, {server['scope']}):\n")
+            rows = [
+                [name, _num(c.get("cpu_percent_mean")), _mb(c.get("rss_bytes_max"))]
+                for name, c in server["components"].items()
+            ]
+            out.append(_md_table(["component", "CPU % (mean)", "memory MB (max)"], rows))
+
+    out.append("## Input problems\n")
+    if summary["problems"]:
+        out += [f"- `{p['where']}`: {p['message']}" for p in summary["problems"]]
+        out.append("")
+    else:
+        out.append("None: every file was read completely.\n")
+
+    if manifest.get("parameters") is not None:
+        out.append("## Parameters\n")
+        out.append("```json\n" + json.dumps(manifest["parameters"], indent=2) + "\n```\n")
+    return "\n".join(out)
