@@ -23,15 +23,7 @@ BUSY = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: 
 # A busy loop that also holds ~40 MB, so that memory is visibly more than an idle interpreter.
 BUSY_BIG = "import time\nb = bytearray(40 << 20)\nb[::4096] = b'x' * len(b[::4096])\n" + BUSY
 # The sampler's command line, in a process of its own as the playbooks run it.
-SAMPLE_CMD = [
-    sys.executable,
-    "-c",
-    "import argparse, sys\n"
-    "from wsswarm import sample\n"
-    "parser = argparse.ArgumentParser()\n"
-    "sample.configure_parser(parser)\n"
-    "sys.exit(sample.main(parser.parse_args(sys.argv[1:])))",
-]
+SAMPLE_CMD = [sys.executable, "-m", "wsswarm", "sample"]
 # Four samples in two seconds.
 FAST = ["--interval", "0.5", "--duration", "2"]
 DOCKER_RUN = ["docker", "run", "-d", "--rm", "-p", "127.0.0.1:0:8080", "--name"]
@@ -49,6 +41,15 @@ def wait_for(predicate: Any, timeout: float = 15.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.05)
+
+
+def assert_cpu_accounted(cpu: list[float], samples: list[Any], consumed_s: float) -> None:
+    """The CPU% of the samples adds up to CPU time really consumed (no timing assumptions)."""
+    accounted_s = sum(c * r["interval_s"] for c, r in zip(cpu, samples, strict=True)) / 100
+    # The samples cover most of the time between the two counter reads (not the start-up).
+    assert 0.01 < accounted_s <= consumed_s + 0.02
+    assert accounted_s > 0.3 * consumed_s
+    assert min(cpu) > 1.0  # the busy loop ran in every interval
 
 
 @pytest.fixture
@@ -80,6 +81,7 @@ def test_pid_sees_cpu_and_memory_of_a_busy_process(
     out = tmp_path / "s" / "sample.jsonl"
     # Let the child allocate its 40 MB first.
     wait_for(lambda: psutil.Process(busy.pid).memory_info().rss > 40 << 20)
+    cpu_before = sum(psutil.Process(busy.pid).cpu_times()[:2])
     proc = subprocess.run(
         [*SAMPLE_CMD, "--pid", str(busy.pid), "--target", "busy", "--out", str(out), *FAST],
         capture_output=True,
@@ -87,6 +89,7 @@ def test_pid_sees_cpu_and_memory_of_a_busy_process(
         timeout=30,
         check=False,
     )
+    cpu_after = sum(psutil.Process(busy.pid).cpu_times()[:2])
     assert proc.returncode == 0, proc.stderr
     records = read_jsonl(out)
     start, samples, end = records[0], records[1:-1], records[-1]
@@ -103,7 +106,7 @@ def test_pid_sees_cpu_and_memory_of_a_busy_process(
         assert rec["rss_bytes"] >= 40 << 20
         assert rec["cpu_percent"] == rec["components"][name]["cpu_percent"]
     # Shared 2-core machine: the loop gets at least a good share of a core over 2 s.
-    assert sum(r["cpu_percent"] for r in samples) / len(samples) > 20
+    assert_cpu_accounted([r["cpu_percent"] for r in samples], samples, cpu_after - cpu_before)
 
 
 def test_sigterm_ends_the_file_cleanly(tmp_path: Path, busy: subprocess.Popen[bytes]) -> None:
@@ -255,6 +258,7 @@ def test_docker_container_cgroup_and_its_docker_proxy(tmp_path: Path, container:
     cpu_dir, mem_dir, version = sample.cgroup_dirs_of_pid(info.pid, sample.cgroup_mounts())
     wait_for(lambda: sample.read_cgroup(cpu_dir, mem_dir, version).rss_bytes > 30 << 20)
     out = tmp_path / "sample.jsonl"
+    cpu_before = sample.read_cgroup(cpu_dir, mem_dir, version).cpu_s
     proc = subprocess.run(
         [*SAMPLE_CMD, "--docker-container", container, "--out", str(out), *FAST],
         capture_output=True,
@@ -262,6 +266,7 @@ def test_docker_container_cgroup_and_its_docker_proxy(tmp_path: Path, container:
         timeout=60,
         check=False,
     )
+    cpu_after = sample.read_cgroup(cpu_dir, mem_dir, version).cpu_s
     assert proc.returncode == 0, proc.stderr
     records = read_jsonl(out)
     assert records[0]["kind"] == "docker"
@@ -277,7 +282,8 @@ def test_docker_container_cgroup_and_its_docker_proxy(tmp_path: Path, container:
         assert rec["components"][cgroup]["rss_bytes"] > 30 << 20
         assert rec["components"][cgroup]["usage_bytes"] >= rec["components"][cgroup]["rss_bytes"]
         assert rec["rss_bytes"] == sum(c["rss_bytes"] for c in rec["components"].values())
-    assert sum(r["components"][cgroup]["cpu_percent"] for r in samples) / len(samples) > 20
+    cpu = [r["components"][cgroup]["cpu_percent"] for r in samples]
+    assert_cpu_accounted(cpu, samples, cpu_after - cpu_before)
 
 
 def test_docker_proxy_is_matched_by_container_address(container: str) -> None:
