@@ -180,6 +180,8 @@ def install_sigterm() -> None:
         raise Interrupted()
 
     signal.signal(signal.SIGTERM, handler)
+    # Started in the background by a shell without job control, SIGINT arrives ignored: restore it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -417,7 +419,7 @@ def ratio(value: float | None, reference: float | None) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A GitHub-flavoured Markdown table (readable as plain text too)."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) + " |"

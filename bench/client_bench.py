@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     work = Path(tempfile.mkdtemp(prefix="echolab-client-bench-"))
     rows: list[Row] = []
+    interrupted = False
     try:
         for connections in args.connections:
             for client in CLIENTS:
@@ -289,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
     except (KeyboardInterrupt, Interrupted):
         print("interrupted: the table holds the runs completed so far", file=sys.stderr)
+        interrupted = True
     finally:
         if args.keep:
             print(f"run files kept in {work}")
@@ -318,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                 indent=2,
             )
         )
+    if interrupted:
+        return 130
     return 1 if any(r.error for r in rows) else 0
 
 
