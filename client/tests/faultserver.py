@@ -13,6 +13,7 @@ on purpose. The request path picks the behaviour of every `every`-th connection 
     close1001       upgrade, then answer the first message with a close frame 1001
     wrong           upgrade, then echo a different text than received (client: echo_mismatch)
     drop            upgrade, then abort the TCP connection on the first message (client: dropped)
+    slow            echo each message 100 ms late (a light, steady load)
 
 `--accept-limit N` closes the listening socket after N connections: later connects are refused.
 `GET /stats` answers JSON: upgrades (epoch times of upgrade requests) and messages echoed.
@@ -64,9 +65,9 @@ class Conn(asyncio.Protocol):
         self.transport = transport
         state = self.state
         state.accepted += 1
-        if state.accept_limit is not None and state.accepted >= state.accept_limit:
-            if state.server is not None:
-                state.server.close()  # new connects are refused from now on
+        limit = state.accept_limit
+        if limit is not None and state.accepted >= limit and state.server is not None:
+            state.server.close()  # new connects are refused from now on
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -177,6 +178,10 @@ class Conn(asyncio.Protocol):
             if self.fault == "wrong":
                 payload = bytearray(b'{"timestamp":0}')
             self.state.messages += 1
+            if self.fault == "slow":
+                loop = asyncio.get_running_loop()
+                loop.call_later(0.1, self.transport.write, frame(0x1, bytes(payload)))
+                continue
             self.transport.write(frame(0x1, bytes(payload)))
 
 

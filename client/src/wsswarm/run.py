@@ -430,10 +430,8 @@ class Master:
         self.measure_start = self.t0 + k
         self.measure_end = self.measure_start + self.args.duration
         self.broadcast(("measure", (self.measure_start, self.measure_end)))
-        self.console.ramp_complete(self.aggregate_open(), done - self.t0)
-
-    def aggregate_open(self) -> int:
-        return sum(w.last_tick["open"] for w in self.workers if w.last_tick)
+        opened = sum(w.ramp["open"] for w in self.workers if w.ramp)
+        self.console.ramp_complete(opened, done - self.t0)
 
     def on_tick(self, worker: WorkerState, record: dict[str, Any]) -> None:
         worker.last_tick = record

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import IO, Any, ClassVar
 
-import psutil
 from picows import WSListener, WSMsgType, WSTransport, ws_connect
 
 from wsswarm import errors, latency
@@ -261,7 +260,9 @@ class Worker:
         self.measure_start: float | None = None
         self.measure_end: float | None = None
         self.stop_event = asyncio.Event()
-        self.proc = psutil.Process()
+        # Opened now, read with pread each tick: works even when EMFILE stops new opens.
+        self.statm_fd = os.open("/proc/self/statm", os.O_RDONLY)
+        self.page_size = os.sysconf("SC_PAGE_SIZE")
         self.cpu_last = time.process_time()
         self.tick_last = time.time()
         self.file: IO[str] | None = None
@@ -367,6 +368,7 @@ class Worker:
                         "first_attempt": self.first_attempt_at,
                         "last_attempt": self.last_attempt_at,
                         "attempted": self.attempted,
+                        "open": self.open_now,
                     },
                 )
             )
@@ -440,7 +442,7 @@ class Worker:
             return "ramp"
         return "warmup"
 
-    def make_tick(self) -> dict[str, Any]:
+    def make_tick(self, phase: str | None = None) -> dict[str, Any]:
         now = time.time()
         cpu = time.process_time()
         interval = max(now - self.tick_last, 1e-9)
@@ -460,7 +462,7 @@ class Worker:
         return {
             "type": "tick",
             "t": round(now, 4),
-            "phase": self.phase(now - interval / 2),
+            "phase": phase or self.phase(now - interval / 2),
             "roundtrips": rt,
             "interval_s": round(interval, 4),
             "latency_ms": latency.summarize_ms(hist, mean_us),
@@ -470,9 +472,24 @@ class Worker:
             "dropped": self.dropped,
             "errors": dict(self.errors),
             "cpu_percent": round(cpu_percent, 1),
-            "rss_bytes": self.proc.memory_info().rss,
+            "rss_bytes": self.rss(),
             "histogram": latency.encode(hist),
         }
+
+    def rss(self) -> int:
+        return int(os.pread(self.statm_fd, 128, 0).split()[1]) * self.page_size
+
+    def watch(self, task: asyncio.Task[None]) -> None:
+        """A helper task that dies must end the run loudly, not vanish."""
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if finished.cancelled() or finished.exception() is None:
+                return
+            exc = finished.exception()
+            self._send(("fatal", f"worker {self.cfg.index}: {type(exc).__name__}: {exc}"))
+            self.request_stop("error", f"{type(exc).__name__}: {exc}")
+
+        task.add_done_callback(done)
 
     def write(self, record: dict[str, Any]) -> None:
         if self.file is not None:
@@ -495,6 +512,8 @@ class Worker:
             record = self.make_tick()
             self.write(record)
             self._send(("tick", record))
+            if self.measure_end is not None and record["t"] >= self.measure_end - 0.001:
+                self.request_stop("completed", "")
             if self.stop_event.is_set():
                 return
 
@@ -513,8 +532,7 @@ class Worker:
                 kind, body = self.pipe.recv()
                 if kind == "measure":
                     self.measure_start, self.measure_end = body
-                    delay = self.measure_end - time.time()
-                    self.loop.call_later(max(delay, 0.0), self.request_stop, "completed", "")
+                    # The ticker stops the run right after the tick that closes the window.
                 elif kind == "stop":
                     self.request_stop(body.get("reason", "interrupted"), body.get("message", ""))
         except (EOFError, OSError):
@@ -580,11 +598,13 @@ class Worker:
             ramp = self.loop.create_task(self.ramp())
             if cfg.mode == "open":
                 helpers.append(self.loop.create_task(self.open_loop()))
+            for task in [*helpers, ramp]:
+                self.watch(task)
             await self.stop_event.wait()
             ramp.cancel()
             await self.drain()
             # One last tick with what the drain received, then the end record.
-            record = self.make_tick()
+            record = self.make_tick("drain")
             self.write(record)
             self._send(("tick", record))
             for task in helpers:
@@ -606,6 +626,7 @@ class Worker:
             self.write(end)
             self._send(("end", end))
         finally:
+            os.close(self.statm_fd)
             if self.file is not None:
                 self.file.close()
 
