@@ -51,6 +51,11 @@ READ_BUFFER_INIT_SIZE = 2048
 _PENDING, _WEBSOCKET, _HTTP, _REJECTED = range(4)
 
 
+def valid_close_code(code: int) -> bool:
+    """May `code` appear in a close frame? (RFC 6455 7.4, IANA registry: 1012-1014 added later)."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
 class _EchoListener(WSListener):
     """One per WebSocket connection: echoes messages, enforces the message size limit."""
 
@@ -105,20 +110,28 @@ class _EchoListener(WSListener):
 
     def _rare_frame(self, transport: WSTransport, frame: WSFrame, msg_type: WSMsgType) -> None:
         """Fragments, close frames, pongs, protocol errors."""
-        if msg_type is _CLOSE:
-            if not transport.is_close_frame_sent:
-                # Echo the peer's status code (RFC 6455 5.5.1); picows rejected invalid ones.
-                code = frame.get_close_code() if frame.payload_size >= 2 else WSCloseCode.OK
-                transport.send_close(code)
-            transport.disconnect()
-            return
         if transport.is_close_frame_sent:
-            return  # closing: the peer's close frame is all that matters now
-        if msg_type is _PONG:
-            return  # unsolicited pongs are allowed and ignored
+            # Closing (we answered a close or failed the connection): only the peer's close
+            # frame matters now; it ends the connection.
+            if msg_type is _CLOSE:
+                transport.disconnect()
+            return
         if frame.rsv1 or frame.rsv2 or frame.rsv3:
             self._fail(transport, WSCloseCode.PROTOCOL_ERROR, "reserved bits set, no extension")
             return
+        if msg_type is _CLOSE:
+            # Echo the peer's status code (RFC 6455 5.5.1). picows lets 0 and 1006 through (they
+            # are in its enum), so the service checks the code itself.
+            code = frame.get_close_code() if frame.payload_size >= 2 else WSCloseCode.OK
+            if not valid_close_code(code.value):
+                code = WSCloseCode.PROTOCOL_ERROR
+                proto = self._proto
+                proto.server.event(logging.WARNING, "closing %s: bad close code", proto.peer)
+            transport.send_close(code)
+            transport.disconnect()
+            return
+        if msg_type is _PONG:
+            return  # unsolicited pongs are allowed and ignored
         frag = self._frag
         if msg_type is _CONTINUATION:
             if frag is None:

@@ -1,0 +1,182 @@
+"""The service with well-behaved clients, on both backends (real processes on loopback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+Service = Any  # conftest.Service (not importable under --import-mode=importlib)
+
+METRIC_NAMES = (
+    "wsecho_connections_current",
+    "wsecho_connections_total",
+    "wsecho_messages_total",
+    "wsecho_bytes_total",
+    "wsecho_handshake_failures_total",
+    "wsecho_process_resident_memory_bytes",
+)
+
+
+def test_text_and_binary_round_trip_byte_for_byte(service: Service) -> None:
+    """The 2017 message, any text or binary payload (empty to 1 MiB) comes back as sent."""
+    payloads: list[str | bytes] = [
+        json.dumps({"timestamp": int(time.time() * 1000)}),
+        "",
+        "héllo wörld ✓ 𝄞",
+        b"",
+        bytes(range(256)),
+        os.urandom(70_000),
+        os.urandom(1024 * 1024),  # exactly --max-message-size: still accepted
+    ]
+    with connect(service.url, compression=None, max_size=None) as ws:
+        for payload in payloads:
+            ws.send(payload)
+            echo = ws.recv()
+            assert type(echo) is type(payload)
+            assert echo == payload
+
+
+def test_echoes_keep_their_order(service: Service) -> None:
+    """1,000 messages sent back to back come back in the same order."""
+    with connect(service.url, compression=None) as ws:
+        for i in range(1000):
+            ws.send(f"message {i}" if i % 2 else f"message {i}".encode())
+        for i in range(1000):
+            assert ws.recv() in (f"message {i}", f"message {i}".encode())
+
+
+def test_fragmented_message_is_echoed_whole(service: Service, raw_client: Any) -> None:
+    """Fragments (with a ping between them) are reassembled and echoed as one message."""
+    with raw_client(service.port) as client:
+        client.send_frame(0x1, b"frag", fin=False)
+        client.send_frame(0x9, b"ping in between")
+        client.send_frame(0x0, b"ment", fin=False)
+        client.send_frame(0x0, " ✓".encode(), fin=True)
+        assert client.recv_frame() == (0xA, b"ping in between")
+        assert client.recv_frame() == (0x1, "fragment ✓".encode())
+
+
+def test_ping_gets_pong(service: Service, raw_client: Any) -> None:
+    """A ping is answered with a pong carrying the same payload."""
+    with raw_client(service.port) as client:
+        client.send_frame(0x9, b"are you there")
+        assert client.recv_frame() == (0xA, b"are you there")
+
+
+def test_close_is_echoed(service: Service, raw_client: Any) -> None:
+    """A close frame gets the same status code back, then the server ends the TCP connection."""
+    with raw_client(service.port) as client:
+        client.send_frame(0x8, (4000).to_bytes(2, "big") + b"bye")
+        assert client.recv_close_code() == 4000
+        assert client.closed_by_server()
+
+
+def test_healthz_and_metrics(service: Service) -> None:
+    """/healthz says ok; /metrics is Prometheus text whose counters follow the traffic."""
+    assert service.http_get("/healthz") == (200, "text/plain; charset=utf-8", "ok")
+    status, content_type, body = service.http_get("/metrics")
+    assert status == 200
+    assert content_type.startswith("text/plain; version=0.0.4")
+    for name in METRIC_NAMES:
+        assert f"# TYPE {name} " in body
+    before = service.metrics()
+    with connect(service.url, compression=None) as ws:
+        for _ in range(10):
+            ws.send("0123456789")
+            ws.recv()
+        during = service.metrics()
+    assert during["wsecho_connections_current"] == before["wsecho_connections_current"] + 1
+    assert during["wsecho_connections_total"] == before["wsecho_connections_total"] + 1
+    assert during["wsecho_messages_total"] == before["wsecho_messages_total"] + 10
+    assert during["wsecho_bytes_total"] == before["wsecho_bytes_total"] + 100
+    assert 5e6 < during["wsecho_process_resident_memory_bytes"] < 1e9
+    deadline = time.monotonic() + 5
+    while service.metrics()["wsecho_connections_current"] != before["wsecho_connections_current"]:
+        assert time.monotonic() < deadline, "connections_current did not go back down"
+        time.sleep(0.05)
+
+
+def test_connection_limit_answers_503_and_keeps_serving(
+    start_service: Callable[..., Service], backend: str
+) -> None:
+    """Beyond --max-connections the handshake gets HTTP 503; a slot freed is usable again."""
+    service = start_service(backend, "--max-connections", "2")
+    with connect(service.url, compression=None) as first, connect(service.url, compression=None):
+        with pytest.raises(InvalidStatus) as rejected:
+            connect(service.url, compression=None)
+        assert rejected.value.response.status_code == 503
+        assert service.http_get("/healthz")[0] == 200  # HTTP endpoints do not count
+        metrics = service.metrics()
+        assert metrics["wsecho_connections_rejected_total"] == 1
+        assert metrics["wsecho_handshake_failures_total"] == 1
+        first.close()
+        deadline = time.monotonic() + 5
+        while service.metrics()["wsecho_connections_current"] > 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with connect(service.url, compression=None) as third:
+            third.send("still here")
+            assert third.recv() == "still here"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_closes_connections_with_1001_and_exits_0(
+    start_service: Callable[..., Service], backend: str, raw_client: Any, sig: int
+) -> None:
+    """SIGTERM/SIGINT: open connections get close 1001, the process exits 0 within 5 s."""
+    service = start_service(backend)
+    clients = [raw_client(service.port) for _ in range(20)]
+    clients[0].send_frame(0x1, b"hello")
+    assert clients[0].recv_frame() == (0x1, b"hello")
+    # One client that never answers the close frame must not hold the exit up.
+    stalled = raw_client(service.port)
+    started = time.monotonic()
+    service.proc.send_signal(sig)
+    for client in clients:
+        assert client.recv_close_code() == 1001
+        client.send_frame(0x8, (1001).to_bytes(2, "big"))
+        client.sock.close()
+    assert service.proc.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    stalled.sock.close()
+    log = service.log()
+    assert "wsecho stopped" in log
+    assert "closed 21 open connections with 1001" in log
+
+
+def test_log_has_start_and_stop_lines_only(
+    start_service: Callable[..., Service], backend: str
+) -> None:
+    """Normal traffic logs nothing: one line at start, one at stop."""
+    service = start_service(backend)
+    for _ in range(5):
+        with connect(service.url, compression=None) as ws:
+            for _ in range(100):
+                ws.send("x")
+                ws.recv()
+    service.http_get("/metrics")
+    assert service.stop() == 0
+    lines = service.log().splitlines()
+    assert len(lines) == 2, lines
+    assert "serving on port" in lines[0]
+    assert "stopped" in lines[1]
+
+
+def test_json_log_format(start_service: Callable[..., Service], backend: str) -> None:
+    """--log-format json: every line is a JSON object with time, level, logger and message."""
+    service = start_service(backend, "--log-format", "json")
+    assert service.stop() == 0
+    records = [json.loads(line) for line in service.log().splitlines()]
+    assert len(records) == 2
+    for record in records:
+        assert {"t", "time", "level", "logger", "message"} <= record.keys()
+    assert records[0]["level"] == "info"
+    assert "serving on port" in records[0]["message"]
