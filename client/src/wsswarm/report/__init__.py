@@ -35,13 +35,13 @@ def build_summary(root: Path) -> tuple[dict[str, Any], dict[str, TimeSeries]]:
     """Read and merge one run directory: the content of summary.json, and the plot series."""
     if not root.is_dir():
         raise ReportError(f"{root} is not a directory")
+    runs = looks_like_results_root(root)
+    if runs and not (root / "manifest.json").exists():
+        raise ReportError(
+            f"{root} holds runs, not targets: pass one run directory, e.g. {runs[-1]}"
+        )
     tree = load_tree(root)
     if not tree.targets:
-        runs = looks_like_results_root(root)
-        if runs:
-            raise ReportError(
-                f"{root} holds runs, not targets: pass one run directory, e.g. {runs[-1]}"
-            )
         raise ReportError(
             f"no results in {root}: expected <target>/<host>/worker-*.jsonl, sample.jsonl or "
             "<target>/status.json (docs/formats.md)"

@@ -1,0 +1,592 @@
+"""`wsswarm report`: exact merge, side by side, warnings and damaged input.
+
+Most tests write results trees in the docs/formats.md format with a small generator (known
+latencies, so the merged figures can be checked against the truth); `test_real_runs_*` uses the
+files of real `wsswarm run` and `wsswarm sample` processes against a real wsecho.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from wsswarm import cli, latency
+from wsswarm.report import build_summary, write_report
+
+WSSWARM = [sys.executable, "-m", "wsswarm"]
+QUIET = ["--log-level", "error"]
+# 2 processes, 20 connections in 0.2 s, 0.5 s warm-up, 2 s measured.
+SMALL_RUN = ["--processes", "2", "--connections", "20", "--connect-rate", "100", "--warmup", "0.5"]
+SMALL_RUN += ["--duration", "2", "--progress", "lines", "--label", "echo"]
+T0 = 1_800_000_000.0  # a fixed epoch: generated files are reproducible
+
+
+# ---- generator of metrics files ---------------------------------------------------------------
+
+
+def tick(
+    t: float,
+    phase: str,
+    values_us: list[int],
+    *,
+    open_: int,
+    attempted: int,
+    failed: int = 0,
+    errors: dict[str, int] | None = None,
+    cpu: float = 30.0,
+) -> dict[str, Any]:
+    hist = latency.new_histogram()
+    latency.record_bulk(hist, values_us)
+    mean = sum(values_us) / len(values_us) if values_us else None
+    return {
+        "type": "tick",
+        "t": round(t, 4),
+        "phase": phase,
+        "roundtrips": len(values_us),
+        "interval_s": 1.0,
+        "latency_ms": latency.summarize_ms(hist, mean),
+        "open": open_,
+        "attempted": attempted,
+        "failed": failed,
+        "dropped": 0,
+        "errors": errors or {},
+        "cpu_percent": cpu,
+        "rss_bytes": 30_000_000,
+        "histogram": latency.encode(hist),
+    }
+
+
+def make_worker(
+    seed: int,
+    *,
+    connections: int = 10,
+    rate: int = 200,
+    latency_ms: float = 5.0,
+    measure_s: int = 4,
+    t0: float = T0,
+    failed: int = 0,
+    cpu: float = 30.0,
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """Ticks of one worker (2 s ramp, 1 s warm-up, `measure_s` measured, 1 drain) and the raw
+    latencies of its measured ticks."""
+    rng = random.Random(seed)
+    ticks, measured = [], []
+    attempted = connections + failed
+    errors = {"refused": failed} if failed else {}
+    phases = ["ramp", "ramp", "warmup"] + ["measure"] * measure_s + ["drain"]
+    for k, phase in enumerate(phases, start=1):
+        count = rate // 2 if phase in ("ramp", "drain") else rate
+        values = [max(1, int(rng.expovariate(1 / (latency_ms * 1000)))) for _ in range(count)]
+        if phase == "measure":
+            measured += values
+        ticks.append(
+            tick(
+                t0 + k + rng.uniform(0, 0.01),
+                phase,
+                values,
+                open_=connections if k > 1 else connections // 2,
+                attempted=attempted,
+                failed=failed,
+                errors=errors,
+                cpu=cpu,
+            )
+        )
+    return ticks, measured
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def write_host(
+    host_dir: Path,
+    workers: list[list[dict[str, Any]]],
+    *,
+    connections: int,
+    end: bool = True,
+    summary: bool = True,
+    first_index: int = 0,
+) -> None:
+    """A `wsswarm run --out` directory: worker files and a summary as the real run writes it."""
+    params = {"connections": connections, "processes": len(workers)}
+    for offset, ticks in enumerate(workers):
+        index = first_index + offset
+        start = {
+            "type": "start",
+            "format_version": 1,
+            "worker": index,
+            "host": host_dir.name,
+            "pid": 1000 + index,
+            "label": host_dir.parent.name,
+            "url": "ws://127.0.0.1:1/",
+            "params": params,
+            "t": T0,
+        }
+        records = [start, *ticks]
+        if end:
+            records.append({"type": "end", "t": ticks[-1]["t"], "reason": "completed"})
+        write_jsonl(host_dir / f"worker-{index}.jsonl", records)
+    if summary:
+        measured = [t for ticks in workers for t in ticks if t["phase"] == "measure"]
+        hist = latency.new_histogram()
+        for t in measured:
+            hist.add(latency.decode(t["histogram"]))
+        doc = {
+            "format_version": 1,
+            "status": "completed",
+            "host": host_dir.name,
+            "params": params,
+            "started": T0,
+            "roundtrips": sum(t["roundtrips"] for t in measured),
+            "client_bound": False,
+            "histogram": latency.encode(hist),
+        }
+        (host_dir / "summary.json").write_text(json.dumps(doc))
+
+
+def write_sampler(
+    path: Path, *, rss: int, cpu: float = 50.0, seconds: int = 9, proxy: bool = False
+) -> None:
+    records: list[dict[str, Any]] = [
+        {
+            "type": "start",
+            "format_version": 1,
+            "host": "testhost",
+            "target": path.parent.parent.name,
+            "kind": "docker" if proxy else "process",
+            "what": "x",
+            "t": T0,
+        }
+    ]
+    for k in range(1, seconds + 1):
+        components = {"server[1]": {"cpu_percent": cpu, "rss_bytes": rss}}
+        if proxy:
+            components["docker-proxy[2]"] = {"cpu_percent": 40.0, "rss_bytes": 1_000_000}
+        records.append(
+            {
+                "type": "sample",
+                "t": T0 + k,
+                "interval_s": 1.0,
+                "cpu_percent": sum(c["cpu_percent"] for c in components.values()),
+                "rss_bytes": sum(c["rss_bytes"] for c in components.values()),
+                "components": components,
+            }
+        )
+    records.append({"type": "end", "t": T0 + seconds, "reason": "signal"})
+    write_jsonl(path, records)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def simple_run(root: Path, targets: dict[str, dict[str, Any]]) -> Path:
+    """A run directory with a manifest, and per target one client host of 2 workers."""
+    manifest_targets = {}
+    for name, spec in targets.items():
+        workers = [
+            make_worker(
+                seed,
+                rate=spec.get("rate", 200),
+                latency_ms=spec.get("latency_ms", 5.0),
+                failed=spec.get("failed", 0),
+                cpu=spec.get("cpu", 30.0),
+            )[0]
+            for seed in (1, 2)
+        ]
+        write_host(root / name / "client1", workers, connections=20)
+        write_sampler(
+            root / name / "testhost" / "sample.jsonl",
+            rss=spec.get("rss", 50_000_000),
+            proxy=spec.get("proxy", False),
+        )
+        write_json(root / name / "status.json", {"target": name, "status": "ok", "reason": ""})
+        manifest_targets[name] = {
+            "kind": spec.get("kind", "container"),
+            "url": "ws://127.0.0.1:1/",
+            "accelerator": spec.get("accelerator"),
+            "docker_proxy": spec.get("docker_proxy", False),
+        }
+    write_json(
+        root / "manifest.json",
+        {"format_version": 1, "run_id": root.name, "commit": "abc123", "targets": manifest_targets},
+    )
+    return root
+
+
+def problems_text(summary: dict[str, Any]) -> str:
+    return "\n".join(f"{p['where']}: {p['message']}" for p in summary["problems"])
+
+
+# ---- exact merge --------------------------------------------------------------------------
+
+
+def test_merge_of_two_hosts_equals_one_run_over_both(tmp_path: Path) -> None:
+    """Hosts A (workers 0, 1) + B (2, 3) give exactly what one host with all four gives, and the
+    percentiles and mean are those of all the raw latencies together."""
+    generated = [make_worker(seed, rate=100 + 50 * seed) for seed in range(4)]
+    ticks = [g[0] for g in generated]
+    raw = [v for g in generated for v in g[1]]
+    split = tmp_path / "split"
+    write_host(split / "t" / "hostA", ticks[:2], connections=20)
+    write_host(split / "t" / "hostB", ticks[2:], connections=20, first_index=2)
+    single = tmp_path / "single"
+    write_host(single / "t" / "hostAB", ticks, connections=40, summary=False)
+    merged = build_summary(split)[0]["targets"]["t"]
+    alone = build_summary(single)[0]["targets"]["t"]
+    for key in ("roundtrips", "roundtrips_per_s", "latency_ms", "connections", "errors", "window"):
+        assert merged[key] == alone[key], key
+    assert latency.decode(merged["histogram"]).get_total_count() == len(raw)
+
+    truth = latency.new_histogram()
+    latency.record_bulk(truth, raw)
+    assert merged["roundtrips"] == len(raw)
+    assert merged["latency_ms"] == {
+        **latency.summarize_ms(truth, sum(raw) / len(raw)),  # type: ignore[dict-item]
+    }
+    window = merged["window"]["end"] - merged["window"]["start"]
+    assert merged["roundtrips_per_s"] == pytest.approx(len(raw) / window, abs=0.001)
+    # Every worker measured (close to) the same 4 s: the rate is the sum of the generated rates.
+    assert merged["roundtrips_per_s"] == pytest.approx(
+        sum(100 + 50 * s for s in range(4)), rel=0.02
+    )
+    assert merged["connections"] == {
+        "planned": 40,
+        "attempted": 40,
+        "open": 40,
+        "failed": 0,
+        "dropped": 0,
+    }
+    assert set(merged["hosts"]) == {"hostA", "hostB"}
+    assert merged["hosts"]["hostA"]["roundtrips"] + merged["hosts"]["hostB"]["roundtrips"] == len(
+        raw
+    )
+    assert merged["warnings"] == ["no server-side sample: server CPU and memory unknown"]
+
+
+def test_hosts_measuring_different_seconds_count_only_the_common_window(tmp_path: Path) -> None:
+    """Host B starts its measured window one tick later: only the overlap counts, and it says so."""
+    a = [make_worker(1)[0]]
+    b = [make_worker(2, t0=T0 + 1)[0]]
+    write_host(tmp_path / "t" / "hostA", a, connections=10)
+    write_host(tmp_path / "t" / "hostB", b, connections=10)
+    result = build_summary(tmp_path)[0]["targets"]["t"]
+    assert result["window"]["seconds"] == pytest.approx(3.0, abs=0.02)
+    # 3 common measured seconds of 200 round trips/s from each host.
+    assert result["roundtrips"] == 2 * 3 * 200
+    assert result["roundtrips_per_s"] == pytest.approx(400, rel=0.01)
+    assert any(
+        "400 round trips measured outside the common window" in w for w in result["warnings"]
+    )
+
+
+# ---- side by side, warnings ---------------------------------------------------------------
+
+
+def test_side_by_side_sentence_like_2017(tmp_path: Path) -> None:
+    """3x the rate at 2.5x lower latency with 14% less memory reads like the 2017 write-up."""
+    root = simple_run(
+        tmp_path / "run-1",
+        {
+            "vm": {"kind": "vm", "rate": 600, "latency_ms": 2.0, "rss": 86_000_000},
+            "container": {"kind": "container", "rate": 200, "latency_ms": 5.0, "rss": 100_000_000},
+        },
+    )
+    summary, report = write_report(root)
+    (pair,) = summary["comparisons"]
+    assert pair["faster"] == "vm"
+    assert pair["slower"] == "container"
+    assert pair["roundtrips_ratio"] == pytest.approx(3.0, rel=0.02)
+    assert pair["mean_latency_ratio"] == pytest.approx(2.5, rel=0.1)
+    assert pair["memory_change"] == pytest.approx(-0.14)
+    assert pair["sentence"].startswith("vm vs container: 3.0x the round-trips/s, 2.")
+    assert pair["sentence"].endswith("x lower latency, 14% less memory")
+    text = report.read_text()
+    assert pair["sentence"] in text
+    assert "3x the round-trips/s, 2.5x lower latency, 14% less memory" in text  # 2017 headline
+    assert (
+        "| 2017 IncludeOS in QEMU VM (published) | reference | 110,000-115,000 | 75-115 |" in text
+    )
+    assert (
+        "| 2017 node.js + ws in Docker (published) | reference | 30,000-35,000 | 280-310 |" in text
+    )
+    assert "None: every file was read completely." in text
+    rows = list(csv.DictReader((root / "summary.csv").open()))
+    assert [r["target"] for r in rows] == [
+        "container",
+        "vm",
+        "2017 IncludeOS in QEMU VM",
+        "2017 node.js + ws in Docker",
+    ]
+    assert float(rows[1]["roundtrips_per_s"]) == summary["targets"]["vm"]["roundtrips_per_s"]
+    assert rows[1]["server_rss_bytes_max"] == "86000000"
+    assert rows[2]["source"] == "published 2017"
+    for name in summary["plots"]:
+        assert (root / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["plots"] == [
+        "roundtrips.png",
+        "latency.png",
+        "connections.png",
+        "server-cpu.png",
+        "server-memory.png",
+    ]
+
+
+def test_warnings_client_bound_tcg_docker_proxy_failures(tmp_path: Path) -> None:
+    """Each condition the reader must know about is a warning of its target."""
+    root = simple_run(
+        tmp_path / "run",
+        {
+            "vm": {"kind": "vm", "accelerator": "tcg", "cpu": 99.0},
+            "ctr": {"kind": "container", "docker_proxy": True, "proxy": True, "failed": 3},
+            "clean": {"kind": "baseline"},
+        },
+    )
+    summary = build_summary(root)[0]
+    vm, ctr, clean = (summary["targets"][n] for n in ("vm", "ctr", "clean"))
+    assert vm["client_bound"] is True
+    assert any(w.startswith("CLIENT-BOUND") for w in vm["warnings"])
+    assert any("TCG" in w for w in vm["warnings"])
+    assert any("docker-proxy" in w and "40% CPU" in w for w in ctr["warnings"])
+    assert ctr["server"]["docker_proxy_cpu_percent"] == 40.0
+    assert ctr["server"]["cpu_percent_mean"] == 90.0  # proxy included in the server's CPU
+    assert any("6 of 26 connection attempts failed (refused: 6)" in w for w in ctr["warnings"])
+    assert ctr["errors"] == {"refused": 6}
+    assert clean["warnings"] == []
+    assert clean["client_bound"] is False
+    # The sampler covers the measured window only: 4 samples of 9.
+    assert clean["server"]["samples"] == 4
+    assert clean["server"]["scope"] == "measured window"
+
+
+def test_failed_target_and_host_that_died(tmp_path: Path) -> None:
+    """A failed target shows with its reason; a host that stopped mid-run is named with the time."""
+    root = simple_run(tmp_path / "run", {"ok": {}})
+    write_json(
+        root / "vm" / "status.json",
+        {"target": "vm", "status": "failed", "reason": "the VM did not answer on 10.0.0.42:8080"},
+    )
+    ticks, _ = make_worker(7)
+    write_host(root / "ok" / "client2", [ticks[:5]], connections=10, end=False, summary=False)
+    summary, report = write_report(root, plots=False)
+    vm = summary["targets"]["vm"]
+    assert vm["status"] == "failed"
+    assert vm["warnings"] == ["target FAILED: the VM did not answer on 10.0.0.42:8080"]
+    ok = summary["targets"]["ok"]
+    died = [w for w in ok["warnings"] if "client2" in w]
+    assert died
+    assert "no end record" in died[0]
+    assert time.strftime("%H:%M:%S", time.gmtime(ticks[4]["t"])) in died[0]
+    # Its measured ticks end early: the common window is cut to what every worker measured.
+    assert ok["window"]["seconds"] == pytest.approx(2.0, abs=0.02)
+    assert "client2/summary.json: missing" in problems_text(summary)
+    text = report.read_text()
+    assert "| vm | failed |" in text
+    assert "target FAILED: the VM did not answer" in text
+
+
+# ---- damaged input ------------------------------------------------------------------------
+
+
+def test_damaged_files_are_named_and_the_rest_is_used(tmp_path: Path) -> None:
+    """Garbage line, bad field, undecodable histogram, truncated last line: named, rest used."""
+    ticks, _ = make_worker(3)
+    host = tmp_path / "t" / "h"
+    write_host(host, [ticks], connections=10)
+    path = host / "worker-0.jsonl"
+    lines = path.read_text().splitlines()
+    # lines: 0 start, 1-2 ramp, 3 warmup, 4-7 measure, 8 drain, 9 end
+    lines.insert(5, "this is not json")  # becomes line 6
+    bad_field = json.loads(lines[7])  # the third measured tick, now line 8
+    bad_field["roundtrips"] = "many"
+    lines[7] = json.dumps(bad_field)
+    bad_hist = json.loads(lines[8])  # the last measured tick, line 9
+    bad_hist["histogram"] = "HISTFAAAAB!!"
+    lines[8] = json.dumps(bad_hist)
+    # Cut the file in the middle of its end record (no newline at the end).
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:15])
+    summary = build_summary(tmp_path)[0]
+    problems = problems_text(summary)
+    assert "t/h/worker-0.jsonl:6: not JSON" in problems
+    assert "t/h/worker-0.jsonl:8: tick record: roundtrips = 'many' is not a count" in problems
+    assert "t/h/worker-0.jsonl:9: histogram does not decode" in problems
+    assert "latency of 200 round trips not in the percentiles" in problems
+    assert "t/h/worker-0.jsonl:11: truncated last line" in problems
+    result = summary["targets"]["t"]
+    # Three measured ticks remain usable for the count; two of them for the percentiles.
+    assert result["roundtrips"] == 600
+    assert latency.decode(result["histogram"]).get_total_count() == 400
+    assert any("no end record" in w for w in result["warnings"])
+    assert any("summary.json counts 800" in w and "files 600" in w for w in result["warnings"])
+
+
+def test_unknown_version_empty_file_missing_summary(tmp_path: Path) -> None:
+    """A file of an unknown format version is skipped and named; empty files too."""
+    host = tmp_path / "t" / "h"
+    write_host(host, [make_worker(1)[0], make_worker(2)[0]], connections=10, summary=False)
+    lines = (host / "worker-1.jsonl").read_text().splitlines()
+    start = json.loads(lines[0])
+    start["format_version"] = 99
+    (host / "worker-1.jsonl").write_text("\n".join([json.dumps(start), *lines[1:]]) + "\n")
+    (host / "worker-2.jsonl").write_text("")
+    (tmp_path / "t" / "testhost").mkdir()
+    (tmp_path / "t" / "testhost" / "sample.jsonl").write_text('{"type": "sample", "t": 1}\n')
+    summary = build_summary(tmp_path)[0]
+    problems = problems_text(summary)
+    assert "t/h/worker-1.jsonl:1: format_version 99 is not one this report knows" in problems
+    assert "t/h/worker-2.jsonl: empty file" in problems
+    assert "t/h/summary.json: missing" in problems
+    assert "t/testhost/sample.jsonl:1: sample record without 'cpu_percent'" in problems
+    assert "t/testhost/sample.jsonl:1: no start record" in problems
+    assert "manifest.json: missing" in problems
+    assert "t/status.json: missing" in problems
+    assert summary["targets"]["t"]["roundtrips"] == 4 * 200
+
+
+def test_empty_or_wrong_directory_fails_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No results: exit 1 and say what was expected; a results root: exit 2, name a run."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["report", str(empty)]) == 1
+    err = capsys.readouterr().err
+    assert "no results in" in err
+    assert "worker-*.jsonl" in err
+    assert not (empty / "report.md").exists()
+    simple_run(tmp_path / "results" / "run-7", {"a": {}})
+    assert cli.main(["report", str(tmp_path / "results")]) == 2
+    assert "pass one run directory, e.g." in capsys.readouterr().err
+    assert cli.main(["report", str(tmp_path / "nope")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_console_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """stdout: the summary table, the warnings, the comparisons and the path of report.md."""
+    root = simple_run(tmp_path / "run", {"vm": {"rate": 400, "accelerator": "tcg"}, "ctr": {}})
+    assert cli.main(["report", "--no-plots", str(root)]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["target", "status", "round-trips/s"]
+    rows = {line.split()[0]: line.split() for line in lines[2:4]}
+    assert rows["ctr"][1] == "ok"
+    assert float(rows["ctr"][2].replace(",", "")) == pytest.approx(400, rel=0.01)
+    assert float(rows["vm"][2].replace(",", "")) == pytest.approx(800, rel=0.01)
+    assert any(line.startswith("2017 IncludeOS in QEMU VM (published)") for line in lines)
+    assert any(line.startswith("WARNING vm: VM without hardware acceleration") for line in lines)
+    assert "vm vs ctr: 2.0x the round-trips/s" in out
+    assert lines[-1] == f"report: {root / 'report.md'}"
+    assert err == ""
+    assert not list(root.glob("*.png"))
+
+
+# ---- real runs ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def wsecho() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsecho", "--host", "127.0.0.1", "--port", str(port), *QUIET]
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "wsecho did not start"
+            time.sleep(0.1)
+    yield port, proc
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_real_runs_of_two_hosts_merge_exactly(
+    tmp_path: Path, wsecho: tuple[int, subprocess.Popen[bytes]]
+) -> None:
+    """Two real `wsswarm run`s started together plus a real sampler: the report's merge equals
+    the sum of the hosts' own summaries and a one-directory run over all four workers."""
+    port, server = wsecho
+    run_dir = tmp_path / "results" / "r1"
+    target = run_dir / "echo"
+    sample = target / "testhost" / "sample.jsonl"
+    sampler = subprocess.Popen(
+        [*WSSWARM, "sample", "--pid", str(server.pid), "--interval", "0.5", "--out", str(sample)]
+    )
+    # Both runs start their ramp at the same wall-clock second (start-up takes seconds here).
+    at = str(time.time() + 5)
+    url = f"ws://127.0.0.1:{port}/"
+    runs = [
+        subprocess.Popen(
+            [*WSSWARM, "run", "--url", url, *SMALL_RUN, "--start-at", at, "--out", str(target / h)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for h in ("hostA", "hostB")
+    ]
+    for run in runs:
+        _, err = run.communicate(timeout=90)
+        assert run.returncode == 0, err
+    sampler.terminate()
+    assert sampler.wait(timeout=10) == 0
+    write_json(target / "status.json", {"target": "echo", "status": "ok", "reason": ""})
+    write_json(
+        run_dir / "manifest.json",
+        {"format_version": 1, "run_id": "r1", "targets": {"echo": {"kind": "baseline"}}},
+    )
+
+    proc = subprocess.run(
+        [*WSSWARM, "report", "--no-plots", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"report: {run_dir / 'report.md'}" in proc.stdout
+    assert "round-trips/s" in proc.stdout.splitlines()[0]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["problems"] == []
+    echo = summary["targets"]["echo"]
+    hosts = {h: json.loads((target / h / "summary.json").read_text()) for h in ("hostA", "hostB")}
+    # Each host's figures from its worker files equal what its own run wrote.
+    for name, host_summary in hosts.items():
+        assert echo["hosts"][name]["roundtrips"] == host_summary["roundtrips"]
+        assert echo["hosts"][name]["latency_ms"] == host_summary["latency_ms"]
+    assert not any("summary.json counts" in w for w in echo["warnings"])
+    # The merged histogram holds every round trip counted in the common window.
+    assert latency.decode(echo["histogram"]).get_total_count() == echo["roundtrips"]
+    assert 0 < echo["roundtrips"] <= sum(h["roundtrips"] for h in hosts.values())
+    assert echo["connections"]["attempted"] == 40
+    assert echo["connections"]["failed"] == 0
+    assert echo["server"]["samples"] >= 1
+    assert echo["server"]["rss_bytes_max"] > 1_000_000
+    assert (
+        list(echo["server"]["components"]) == [f"wsecho[{server.pid}]"]
+        or list(echo["server"]["components"]) == [f"python3[{server.pid}]"]
+        or len(echo["server"]["components"]) == 1
+    )
+
+    # The same worker files in one directory (no summaries) give the same merged figures.
+    single = tmp_path / "single" / "echo" / "all"
+    single.mkdir(parents=True)
+    for index, path in enumerate(sorted(target.glob("host*/worker-*.jsonl"))):
+        shutil.copy(path, single / f"worker-{index}.jsonl")
+    alone = build_summary(tmp_path / "single")[0]["targets"]["echo"]
+    for key in ("roundtrips", "roundtrips_per_s", "latency_ms", "window", "histogram"):
+        assert alone[key] == echo[key], key
