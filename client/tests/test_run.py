@@ -98,27 +98,20 @@ def test_worker_files_follow_the_format(wsecho: Wsecho, wsswarm: Callable[..., R
 def test_ramp_rate_is_within_five_percent(
     fault_server: Callable[..., FaultServer], wsswarm: Callable[..., RunResult]
 ) -> None:
-    """Attempts are paced at --connect-rate (±5%), and the server sees them arrive at that rate.
-
-    The server side is a least-squares slope with a wider band: on a shared 2-core CI machine
-    its own scheduling delays show up in the arrival times, not only the client's pacing.
-    """
+    """Attempts leave at --connect-rate (±5%), and the server sees upgrades arrive at that rate."""
     server = fault_server()
     result = wsswarm(
-        "--url", server.url("/fault/slow/1"), "--processes", "3", "--connections", "150",
+        "--url", server.url("/fault/slow/1"), "--processes", "2", "--connections", "200",
         "--connect-rate", "100", "--warmup", "0", "--duration", "1",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.summary["ramp"]["achieved_rate"] == pytest.approx(100, rel=0.05)
+    summary = result.summary
+    assert summary["ramp"]["achieved_rate"] == pytest.approx(100, rel=0.05)
     upgrades = sorted(server.stats()["upgrades"])[1:]  # the first is wsswarm's probe
-    assert len(upgrades) == 150
-    n = len(upgrades)
-    mean_i = (n - 1) / 2
-    mean_t = sum(upgrades) / n
-    slope = sum((i - mean_i) * (t - mean_t) for i, t in enumerate(upgrades)) / sum(
-        (i - mean_i) ** 2 for i in range(n)
-    )
-    assert 1 / slope == pytest.approx(100, rel=0.15)
+    assert len(upgrades) == 200
+    # Same definition as the summary's: n arrivals over (scheduled start .. last arrival + 1/R).
+    server_rate = 200 / (upgrades[-1] - summary["started"] + 0.01)
+    assert server_rate == pytest.approx(100, rel=0.05)
 
 
 @pytest.mark.parametrize(
@@ -225,7 +218,7 @@ def test_too_many_open_files_is_counted(wsecho: Wsecho, wsswarm: Callable[..., R
 
 
 def test_address_not_available_is_counted(tmp_path: Path) -> None:
-    """In a private network namespace with 8 local ports, the 9th+ connection gets EADDRNOTAVAIL."""
+    """In a private network namespace with 8 local ports, connects beyond them get EADDRNOTAVAIL."""
     script = tmp_path / "inner.sh"
     out = tmp_path / "out"
     server = Path(__file__).parent / "faultserver.py"
@@ -233,16 +226,19 @@ def test_address_not_available_is_counted(tmp_path: Path) -> None:
         "set -e\n"
         "ip link set lo up\n"
         "sysctl -q -w net.ipv4.ip_local_port_range='40000 40007'\n"
-        f"{sys.executable} {server} > {tmp_path}/port &\n"
+        f"{sys.executable} {server} > {tmp_path}/port 2>&1 &\n"
         f"for i in $(seq 100); do grep -q PORT {tmp_path}/port && break; sleep 0.05; done\n"
         f"port=$(awk '{{print $2}}' {tmp_path}/port)\n"
-        # 6 connections of the test itself hold 6 of the 8 ports for the whole run.
+        # Connections of the test itself hold most of the 8 ports for the whole run.
         f"{sys.executable} -c 'import socket,time\n"
-        "s=[socket.create_connection((\"127.0.0.1\",'$port')) for _ in range(6)]\n"
-        "time.sleep(30)' &\n"
+        "s=[socket.create_connection((\"127.0.0.1\",'$port')) for _ in range(5)]\n"
+        "time.sleep(30)' >/dev/null 2>&1 &\n"
         "sleep 0.5\n"
         f"{sys.executable} -m wsswarm run --url ws://127.0.0.1:$port/ --processes 1 "
-        f"--connections 6 --connect-rate 100 --warmup 0 --duration 1 --no-probe --out {out}\n"
+        f"--connections 6 --connect-rate 100 --warmup 0 --duration 1 --no-probe --out {out}"
+        " || rc=$?\n"
+        "kill $(jobs -p) 2>/dev/null || true\n"
+        "exit ${rc:-0}\n"
     )
     proc = subprocess.run(
         ["unshare", "--net", "sh", str(script)],
@@ -252,8 +248,11 @@ def test_address_not_available_is_counted(tmp_path: Path) -> None:
     # unshare may be forbidden in some containers: that must fail loudly, not skip.
     assert proc.returncode == 0, proc.stderr + proc.stdout
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["errors"] == {"addr_not_available": 4}
-    assert summary["connections"]["open"] == 2
+    # 8 ports, 5 held by the test, maybe 1 by the server's listening socket: 2 or 3 remain.
+    failed = summary["errors"]["addr_not_available"]
+    assert set(summary["errors"]) == {"addr_not_available"}
+    assert failed in (3, 4)
+    assert summary["connections"]["open"] == 6 - failed
 
 
 def test_compat_prints_the_2017_lines(wsecho: Wsecho, wsswarm: Callable[..., RunResult]) -> None:

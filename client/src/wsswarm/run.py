@@ -41,6 +41,8 @@ CLIENT_BOUND_PERCENT = 90.0
 CLIENT_BOUND_SHARE = 0.8
 # Fail fast: this many attempts without a single open connection ends the run.
 FAIL_FAST_ATTEMPTS = 50
+# 2017 compat: one batch per worker every 200 ms.
+COMPAT_STEP_S = 0.2
 
 
 class UsageError(Exception):
@@ -550,15 +552,20 @@ class Master:
                 open_at_end += worker.measure_ticks[-1]["open"]
         cpu = {str(w.index): round(sustained_cpu(w.cpu_measure), 1) for w in self.workers}
         client_bound = any(value > CLIENT_BOUND_PERCENT for value in cpu.values())
-        ramps = [w.end["ramp"] for w in self.workers if w.end and w.end.get("ramp")]
+        # Ramp figures come from the workers' ramp_done reports (later reconnects excluded).
+        ramps = [w.ramp for w in self.workers if w.ramp]
         firsts = [r["first_attempt"] for r in ramps if r.get("first_attempt")]
         lasts = [r["last_attempt"] for r in ramps if r.get("last_attempt")]
-        dones = [r["done"] for r in ramps if r.get("done")]
+        dones = [r["t"] for r in ramps]
         attempted = sum(t["attempted"] for t in finals)
+        requested = 15.0 * self.args.processes if self.args.compat else self.args.connect_rate
         achieved = None
-        if firsts and lasts and max(lasts) > min(firsts):
-            ramp_attempts = sum(w.ramp["attempted"] for w in self.workers if w.ramp) or attempted
-            achieved = round((ramp_attempts - 1) / (max(lasts) - min(firsts)), 3)
+        if lasts and len(ramps) == len(self.workers):
+            # n attempts paced 1/R apart span (n-1)/R: count the span from the scheduled start
+            # (t0) to the last launch, plus one interval. A late loop lowers this figure.
+            step = COMPAT_STEP_S if self.args.compat else 1.0 / requested
+            ramp_attempts = sum(r["attempted"] for r in ramps)
+            achieved = round(ramp_attempts / (max(lasts) - self.t0 + step), 3)
         ends = [w.end for w in self.workers if w.end]
         return {
             "format_version": FORMAT_VERSION,
@@ -585,9 +592,7 @@ class Master:
             "client_bound": client_bound,
             "client_cpu_percent": cpu,
             "ramp": {
-                "requested_rate": self.args.connect_rate
-                if not self.args.compat
-                else 15.0 * self.args.processes,
+                "requested_rate": requested,
                 "achieved_rate": achieved,
                 "first_attempt": min(firsts) if firsts else None,
                 "last_attempt": max(lasts) if lasts else None,
