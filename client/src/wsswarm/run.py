@@ -286,7 +286,8 @@ def sustained_cpu(values: list[float]) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    index = max(0, math.ceil(len(ordered) * (1 - CLIENT_BOUND_SHARE)) - 1)
+    # The k-th highest value, k = ceil(80% of n): at least k ticks were at or above it.
+    index = len(ordered) - math.ceil(len(ordered) * CLIENT_BOUND_SHARE - 1e-9)
     return ordered[index]
 
 

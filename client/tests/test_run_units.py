@@ -1,0 +1,151 @@
+"""Pure functions behind `wsswarm run`: histogram folding, 2017 number format, limits, CPU rule."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import pytest
+from hdrh.histogram import HdrHistogram
+from wsswarm import cli, errors, latency, limits
+from wsswarm.console import Console
+from wsswarm.run import UsageError, parse_url, split, sustained_cpu
+
+
+def test_record_bulk_equals_record_value_one_by_one() -> None:
+    """The bulk fold gives byte-identical encodings to hdrh's own record_value."""
+    rng = random.Random(7)
+    values = [rng.choice([0, 1, 2047, 2048, 3_600_000_001]) for _ in range(50)]
+    values += [int(rng.lognormvariate(8, 2)) for _ in range(5000)]
+    reference = HdrHistogram(1, 3_600_000_000, 3)
+    for value in values:
+        reference.record_value(min(max(value, 1), 3_600_000_000))
+    bulk = latency.new_histogram()
+    latency.record_bulk(bulk, values)
+    assert bulk.get_total_count() == reference.get_total_count() == len(values)
+    assert bulk.get_min_value() == reference.get_min_value()
+    assert bulk.get_max_value() == reference.get_max_value()
+    for percentile in (50, 90, 99, 99.9, 100):
+        assert bulk.get_value_at_percentile(percentile) == reference.get_value_at_percentile(
+            percentile
+        )
+    assert latency.decode(latency.encode(bulk)).get_total_count() == len(values)
+
+
+def test_summarize_ms_of_an_empty_histogram_is_none() -> None:
+    """No round trip: null latency, as formats.md says."""
+    assert latency.summarize_ms(latency.new_histogram()) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (float("nan"), "NaN"),
+        (12.0, "12"),
+        (0.0, "0"),
+        (12.5, "12.5"),
+        (1 / 3, "0.3333333333333333"),
+    ],
+)
+def test_js_number_formats_like_javascript(value: float, text: str) -> None:
+    """`${x}` in JavaScript: NaN, integers without .0, shortest round-trip decimals."""
+    assert latency.js_number(value) == text
+
+
+def test_compat_line_is_the_2017_template() -> None:
+    """`Roundtrips per second: N, at average latency: Xms` with JS formatting, nothing else."""
+    stream = io.StringIO()
+    console = Console("lines", compat=True, connections=10, stream=stream)
+    console.compat_line(31234, 283.5)
+    console.compat_line(0, float("nan"))
+    assert stream.getvalue().splitlines() == [
+        "Roundtrips per second: 31234, at average latency: 283.5ms",
+        "Roundtrips per second: 0, at average latency: NaNms",
+    ]
+
+
+def test_client_bound_rule_needs_most_of_the_window() -> None:
+    """Sustained CPU = the level held in at least 80% of the measured ticks."""
+    assert sustained_cpu([]) == 0.0
+    assert sustained_cpu([95, 96, 97, 98, 20]) == 95  # one slow tick: still bound
+    assert sustained_cpu([95, 96, 20, 30, 97]) == 30  # 60% of the time: not bound
+    assert sustained_cpu([99.0] * 10) == 99.0
+
+
+def test_client_bound_is_said_in_plain_words() -> None:
+    """The console names the busy worker and what to do."""
+    stream = io.StringIO()
+    Console("lines", compat=False, connections=10, stream=stream).final(
+        {
+            "roundtrips": 10,
+            "roundtrips_per_s": 5.0,
+            "latency_ms": None,
+            "connections": {"attempted": 10, "open": 10, "failed": 0, "dropped": 0},
+            "errors": {},
+            "client_bound": True,
+            "client_cpu_percent": {"0": 97.0, "1": 40.0},
+        }
+    )
+    text = stream.getvalue()
+    assert "client was the bottleneck" in text
+    assert "worker 0 at 97%" in text
+    assert "worker 1" not in text
+
+
+def test_port_range_check_says_what_to_change(tmp_path: Path) -> None:
+    """More connections than local ports: the message names the sysctl."""
+    path = tmp_path / "range"
+    path.write_text("32768\t60999\n")
+    assert limits.check_port_range(28_232, path) == []
+    problems = limits.check_port_range(30_000, path)
+    assert len(problems) == 1
+    assert "net.ipv4.ip_local_port_range" in problems[0]
+    assert limits.check_port_range(30_000, tmp_path / "missing") == []
+
+
+def test_connections_are_split_evenly() -> None:
+    """10,000 over 3 processes: 3334, 3333, 3333."""
+    assert split(10_000, 3) == [3334, 3333, 3333]
+    assert sum(split(7, 5)) == 7
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [("ws://10.0.0.42/", ("10.0.0.42", 80)), ("ws://localhost:8080/x", ("localhost", 8080))],
+)
+def test_parse_url(url: str, expected: tuple[str, int]) -> None:
+    """Host and port, port 80 by default."""
+    assert parse_url(url) == expected
+
+
+def test_parse_url_rejects_a_bad_port() -> None:
+    """A port that is not a number is a usage error."""
+    with pytest.raises(UsageError, match="invalid port"):
+        parse_url("ws://host:http/")
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (ConnectionRefusedError(), "refused"),
+        (TimeoutError(), "timeout"),
+        (ConnectionResetError(), "reset"),
+        (OSError(99, "Cannot assign requested address"), "addr_not_available"),
+        (OSError(24, "Too many open files"), "too_many_open_files"),
+        (OSError(113, "No route to host"), "unreachable"),
+        (ValueError("?"), "other"),
+    ],
+)
+def test_errors_are_classified(exc: BaseException, kind: str) -> None:
+    """Each OS error lands under its documented kind."""
+    assert errors.classify(exc) == kind
+
+
+def test_cli_imports_only_the_chosen_subcommand() -> None:
+    """`wsswarm run --help` works even if another subcommand's module is broken or heavy."""
+    parser = cli.build_parser(["run", "--url", "ws://127.0.0.1:1/"])
+    args = parser.parse_args(["run", "--url", "ws://127.0.0.1:1/"])
+    assert args.processes == 5
+    assert args.connections == 10_000
+    assert args.connect_rate == 75.0
