@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Progress of a running `wsswarm run --out DIR`, read from the tails of its worker files.
+
+Waits until --until (epoch seconds, at most --max-wait seconds from now), then prints one JSON
+object: the current round-trips/s (sum over workers of their latest tick), open connections,
+attempts, failures, the phase, and how many workers have ended. Read-only; used by the swarm_run
+role's progress loop so that a running target is never a silent wait.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+TAIL_BYTES = 65536
+# A tick older than this (seconds) means the worker stopped writing.
+STALE_S = 5.0
+
+
+def last_records(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Return (start record, last complete record) of a JSON-lines worker file."""
+    start: dict[str, Any] | None = None
+    last: dict[str, Any] | None = None
+    with path.open("rb") as handle:
+        first = handle.readline()
+        try:
+            start = json.loads(first)
+        except ValueError:
+            start = None
+        size = path.stat().st_size
+        handle.seek(max(0, size - TAIL_BYTES))
+        for raw in reversed(handle.read().splitlines()):
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue  # a partly written last line or a cut first line
+            if isinstance(record, dict):
+                last = record
+                break
+    return start, last
+
+
+def progress(out_dir: Path, now: float) -> dict[str, Any]:
+    workers = sorted(out_dir.glob("worker-*.jsonl"))
+    phases: Counter[str] = Counter()
+    result: dict[str, Any] = {
+        "t": now,
+        "workers": len(workers),
+        "ended": 0,
+        "stale": 0,
+        "roundtrips_per_s": 0.0,
+        "open": 0,
+        "attempted": 0,
+        "failed": 0,
+        "summary": (out_dir / "summary.json").exists(),
+    }
+    for path in workers:
+        try:
+            _, last = last_records(path)
+        except OSError:
+            continue
+        if last is None:
+            continue
+        if last.get("type") == "end":
+            result["ended"] += 1
+            phases["ended"] += 1
+            continue
+        if last.get("type") != "tick":
+            phases["starting"] += 1
+            continue
+        phases[str(last.get("phase", "?"))] += 1
+        if now - float(last.get("t", 0.0)) > STALE_S:
+            result["stale"] += 1
+            continue
+        interval = float(last.get("interval_s") or 1.0)
+        result["roundtrips_per_s"] += float(last.get("roundtrips", 0)) / max(interval, 1e-3)
+        result["open"] += int(last.get("open", 0))
+        result["attempted"] += int(last.get("attempted", 0))
+        result["failed"] += int(last.get("failed", 0))
+    result["roundtrips_per_s"] = round(result["roundtrips_per_s"], 1)
+    result["phase"] = phases.most_common(1)[0][0] if phases else "waiting"
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dir", type=Path, required=True, help="the wsswarm run --out directory")
+    parser.add_argument("--until", type=float, default=0.0, help="epoch seconds to wait for")
+    parser.add_argument("--max-wait", type=float, default=60.0, help="longest wait, seconds")
+    args = parser.parse_args()
+    wait = min(max(0.0, args.until - time.time()), args.max_wait)
+    time.sleep(wait)
+    print(json.dumps(progress(args.dir, time.time())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
