@@ -23,6 +23,7 @@ from pathlib import Path
 from _benchlib import (
     BENCH,
     CLIENT_CPU,
+    DEFAULT_NICE,
     NODE_WS_VERSION,
     SERVER_CPU,
     BenchError,
@@ -39,6 +40,7 @@ from _benchlib import (
     parse_int_list,
     ratio,
     run_driver,
+    set_nice,
     start,
     stop,
     table,
@@ -244,6 +246,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--connect-rate", type=float, default=1000.0, help="connections/s (default 1000)"
     )
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=DEFAULT_NICE,
+        help=f"niceness of the servers and clients (default {DEFAULT_NICE}; needs root)",
+    )
     p.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
     p.add_argument("--keep", action="store_true", help="keep the per-run logs and result files")
     args = p.parse_args(argv)
@@ -261,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_sigterm()
     started = datetime.datetime.now(datetime.timezone.utc)
-    print(f"machine: {machine_line()}", flush=True)
+    nice = set_nice(args.nice)
+    print(f"machine: {machine_line()}; {nice}", flush=True)
     print(
         f"server: {args.server} on CPU {SERVER_CPU}; clients (one process/worker each) on CPU "
         f"{CLIENT_CPU}; node ws@{NODE_WS_VERSION}; warm-up {args.warmup:g} s, measured "

@@ -180,7 +180,14 @@ async def worker_main(args: argparse.Namespace) -> dict[str, Any]:
         "attempted": stats.attempted,
         "open": open_at_end,
         "failed": sum(stats.errors.values()),
-        "errors": dict(stats.errors, echo_mismatch=stats.mismatch, dropped=stats.dropped),
+        # pending: attempted, neither open nor failed when the window ended (slow accept, SYN
+        # retransmits); dropped: open, then closed by the peer before the end.
+        "errors": dict(
+            stats.errors,
+            echo_mismatch=stats.mismatch,
+            dropped=stats.dropped,
+            pending=share - open_at_end - stats.dropped - sum(stats.errors.values()),
+        ),
         "roundtrips": count1 - count0,
         "ramp_s": ramp_done - start,
         "measure_started": t0,

@@ -22,6 +22,7 @@ from pathlib import Path
 from _benchlib import (
     BENCH,
     CLIENT_CPU,
+    DEFAULT_NICE,
     DRIVERS,
     NODE_WS_VERSION,
     SERVER_CPU,
@@ -38,6 +39,7 @@ from _benchlib import (
     parse_int_list,
     ratio,
     run_driver,
+    set_nice,
     start,
     stop,
     table,
@@ -180,6 +182,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--client-processes", type=int, default=1, help="client processes on CPU 1 (default 1)"
     )
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=DEFAULT_NICE,
+        help=f"niceness of the servers and clients (default {DEFAULT_NICE}; needs root)",
+    )
     p.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
     p.add_argument("--keep", action="store_true", help="keep the per-run logs and result files")
     args = p.parse_args(argv)
@@ -208,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_sigterm()
     started = datetime.datetime.now(datetime.timezone.utc)
-    print(f"machine: {machine_line()}", flush=True)
+    nice = set_nice(args.nice)
+    print(f"machine: {machine_line()}; {nice}", flush=True)
     print(
         f"client: {args.driver} ({args.client_processes} process(es)) on CPU {CLIENT_CPU}, "
         f"servers on CPU {SERVER_CPU}; node ws@{NODE_WS_VERSION}; warm-up {args.warmup:g} s, "
