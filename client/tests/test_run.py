@@ -101,16 +101,17 @@ def test_ramp_rate_is_within_five_percent(
     """Attempts leave at --connect-rate (±5%), and the server sees upgrades arrive at that rate."""
     server = fault_server()
     result = wsswarm(
-        "--url", server.url("/fault/slow/1"), "--processes", "2", "--connections", "200",
+        "--url", server.url("/fault/slow/1"), "--processes", "2", "--connections", "400",
         "--connect-rate", "100", "--warmup", "0", "--duration", "1",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     summary = result.summary
     assert summary["ramp"]["achieved_rate"] == pytest.approx(100, rel=0.05)
     upgrades = sorted(server.stats()["upgrades"])[1:]  # the first is wsswarm's probe
-    assert len(upgrades) == 200
+    assert len(upgrades) == 400
     # Same definition as the summary's: n arrivals over (scheduled start .. last arrival + 1/R).
-    server_rate = 200 / (upgrades[-1] - summary["started"] + 0.01)
+    # A 4 s ramp: a scheduling hiccup of a loaded CI machine at the end weighs little.
+    server_rate = 400 / (upgrades[-1] - summary["started"] + 0.01)
     assert server_rate == pytest.approx(100, rel=0.05)
 
 

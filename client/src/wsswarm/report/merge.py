@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wsswarm import latency
+from wsswarm.report.hist import summary_ms, values_at_percentiles
 from wsswarm.report.load import HostDir, Problem, Series, TargetDir
 from wsswarm.run import CLIENT_BOUND_PERCENT, sustained_cpu
 
@@ -118,20 +119,17 @@ def _latency_ms(hist: Any, ticks: list[dict[str, Any]]) -> dict[str, float] | No
     """Percentiles from the merged histogram; the mean weighted by round trips when exact."""
     if hist.get_total_count() == 0:
         return None
-    result = latency.summarize_ms(hist)
-    assert result is not None
     weighted, count = 0.0, 0
     for tick in ticks:
         if not tick["roundtrips"]:
             continue
         mean = (tick.get("latency_ms") or {}).get("mean")
         if not isinstance(mean, (int, float)):
-            return result  # one tick without a mean: the histogram's mean for all
+            count = 0  # one tick without a mean: the histogram's mean for all
+            break
         weighted += mean * tick["roundtrips"]
         count += tick["roundtrips"]
-    if count:
-        result["mean"] = round(weighted / count, 4)
-    return result
+    return summary_ms(hist, weighted / count if count else None)
 
 
 def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str, Any], TimeSeries]:
@@ -314,7 +312,12 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
     _fill_series(series, target, workers, common, hists)
     if hist.get_total_count():
         series.distribution = [
-            (p, hist.get_value_at_percentile(p) / 1000.0) for p in DISTRIBUTION_PERCENTILES
+            (p, v / 1000.0)
+            for p, v in zip(
+                DISTRIBUTION_PERCENTILES,
+                values_at_percentiles(hist, DISTRIBUTION_PERCENTILES),
+                strict=True,
+            )
         ]
     result["warnings"] = warnings
     return result, series
@@ -518,8 +521,8 @@ def _fill_series(
     for (k, _), values in opens.items():
         series.open[k] = series.open.get(k, 0.0) + sum(values) / len(values)
     for k, hist in bin_hists.items():
-        series.p50_ms[k] = hist.get_value_at_percentile(50.0) / 1000.0
-        series.p99_ms[k] = hist.get_value_at_percentile(99.0) / 1000.0
+        p50, p99 = values_at_percentiles(hist, [50.0, 99.0])
+        series.p50_ms[k], series.p99_ms[k] = p50 / 1000.0, p99 / 1000.0
     for host in target.hosts:
         if host.sampler is None:
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ def write_plots(out_dir: Path, series: dict[str, TimeSeries]) -> list[tuple[str,
         pick: Callable[[TimeSeries], dict[int, float]],
     ) -> None:
         fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+        # Fixed margins: tight_layout measures every tick label (seconds per plot here).
+        fig.subplots_adjust(left=0.09, right=0.82, top=0.91, bottom=0.12)
         drawn = False
         for target, ts in series.items():
             if _line(ax, pick(ts), target, color=color_of[target]):
@@ -61,8 +64,7 @@ def write_plots(out_dir: Path, series: dict[str, TimeSeries]) -> list[tuple[str,
             ax.set_ylabel(ylabel)
             ax.set_ylim(bottom=0)
             ax.grid(True, alpha=0.3)
-            ax.legend(loc="best")
-            fig.tight_layout()
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
             fig.savefig(out_dir / name)
             written.append((title, name))
         plt.close(fig)
@@ -81,6 +83,18 @@ def write_plots(out_dir: Path, series: dict[str, TimeSeries]) -> list[tuple[str,
     return sorted(written, key=lambda item: order.index(item[1]))
 
 
+def _log_ms_axis(ax: Any) -> None:
+    """A log axis labelled 1, 2, 5, 10, 20, 50 ms ...: readable at any latency range."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: PLC0415
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel("ms")
+    ax.grid(True, alpha=0.3)
+
+
 def _latency_plot(
     plt: Any,
     out_dir: Path,
@@ -88,21 +102,20 @@ def _latency_plot(
     color_of: dict[str, Any],
     written: list[tuple[str, str]],
 ) -> None:
-    """Left: p50 and p99 per second. Right: the distribution over the measured window."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
+    """Top: p50 and p99 per second. Bottom: the distribution over the measured window."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), dpi=100)
+    fig.subplots_adjust(left=0.09, right=0.8, top=0.95, bottom=0.07, hspace=0.3)
     drawn = False
     for target, ts in series.items():
         color = color_of[target]
-        if _line(left, ts.p50_ms, f"{target} p50", color=color):
-            _line(left, ts.p99_ms, f"{target} p99", color=color, linestyle="--")
-            _mark_window(left, ts, color)
+        if _line(top, ts.p50_ms, f"{target} p50", color=color):
+            _line(top, ts.p99_ms, f"{target} p99", color=color, linestyle="--")
+            _mark_window(top, ts, color)
             drawn = True
         if ts.distribution:
-            # x = "nines": 0 for p0, 1 for p90, 2 for p99, 3 for p99.9 ...
-            import math  # noqa: PLC0415
-
+            # x in "nines": 0 for p0, 1 for p90, 2 for p99, 3 for p99.9 ... and max at 5.
             xs = [-math.log10(1 - p / 100) if p < 100 else 5.0 for p, _ in ts.distribution]
-            right.plot(
+            bottom.plot(
                 xs,
                 [v for _, v in ts.distribution],
                 marker="o",
@@ -111,20 +124,14 @@ def _latency_plot(
                 label=target,
             )
     if drawn:
-        left.set_title("Latency per second (solid p50, dashed p99)")
-        left.set_xlabel("seconds since the start of the target's ramp")
-        left.set_ylabel("ms")
-        left.set_yscale("log")
-        left.grid(True, alpha=0.3, which="both")
-        left.legend(loc="best", fontsize="small")
-        right.set_title("Latency distribution, measured window")
-        ticks = [0, 1, 2, 3, 4, 5]
-        right.set_xticks(ticks, ["p0", "p90", "p99", "p99.9", "p99.99", "max"])
-        right.set_ylabel("ms")
-        right.set_yscale("log")
-        right.grid(True, alpha=0.3, which="both")
-        right.legend(loc="best", fontsize="small")
-        fig.tight_layout()
+        top.set_title("Latency per second (solid p50, dashed p99; dotted: measured window)")
+        top.set_xlabel("seconds since the start of the target's ramp")
+        _log_ms_axis(top)
+        top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+        bottom.set_title("Latency distribution over the measured window")
+        bottom.set_xticks([0, 1, 2, 3, 4, 5], ["p0", "p90", "p99", "p99.9", "p99.99", "max"])
+        _log_ms_axis(bottom)
+        bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
         fig.savefig(out_dir / "latency.png")
         written.append(("Latency", "latency.png"))
     plt.close(fig)

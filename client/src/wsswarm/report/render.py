@@ -250,8 +250,8 @@ def markdown(summary: dict[str, Any], plots: list[tuple[str, str]]) -> str:
         "(after the ramp and the warm-up); latencies cover every round trip in that window "
         "(HdrHistogram, merged exactly across processes and hosts). Server CPU is the mean over "
         "the window (100 = one core, docker-proxy included), server memory the maximum. The "
-        "2017 rows are the published figures at 10,000 connections: a hand-read mean of means, "
-        "without percentiles (see the README).\n"
+        "2017 rows are the published figures at 10,000 connections: their latency is an "
+        "unweighted mean of per-process means, their memory was read by hand from top.\n"
     )
 
     out.append("## Side by side\n")
