@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from wsswarm import cli, latency
 from wsswarm.report import build_summary, write_report
+from wsswarm.report import hist as report_hist
 
 WSSWARM = [sys.executable, "-m", "wsswarm"]
 QUIET = ["--log-level", "error"]
@@ -590,3 +591,20 @@ def test_real_runs_of_two_hosts_merge_exactly(
     alone = build_summary(tmp_path / "single")[0]["targets"]["echo"]
     for key in ("roundtrips", "roundtrips_per_s", "latency_ms", "window", "histogram"):
         assert alone[key] == echo[key], key
+
+
+def test_fast_histogram_readout_equals_hdrh() -> None:
+    """The report's percentile and mean read-out gives exactly hdrh's own numbers."""
+    rng = random.Random(5)
+    for values in ([1], [7, 7, 7], [rng.randint(1, 50_000_000) for _ in range(5000)]):
+        hist = latency.new_histogram()
+        latency.record_bulk(hist, values)
+        decoded = latency.decode(latency.encode(hist))
+        for h in (hist, decoded):
+            points = [0.0, 1.0, 50.0, 90.0, 99.0, 99.9, 99.99, 100.0]
+            assert report_hist.values_at_percentiles(h, points) == [
+                h.get_value_at_percentile(p) for p in points
+            ]
+            assert report_hist.mean_value(h) == h.get_mean_value()
+            assert report_hist.summary_ms(h) == latency.summarize_ms(h)
+    assert report_hist.summary_ms(latency.new_histogram()) is None
