@@ -608,3 +608,18 @@ def test_fast_histogram_readout_equals_hdrh() -> None:
             assert report_hist.mean_value(h) == h.get_mean_value()
             assert report_hist.summary_ms(h) == latency.summarize_ms(h)
     assert report_hist.summary_ms(latency.new_histogram()) is None
+
+
+def test_client_bound_flag_of_a_run_is_kept(tmp_path: Path) -> None:
+    """A host whose own run said client-bound makes the target client-bound, named as such."""
+    root = simple_run(tmp_path / "run", {"t": {}})
+    summary_path = root / "t" / "client1" / "summary.json"
+    doc = json.loads(summary_path.read_text())
+    doc["client_bound"] = True
+    summary_path.write_text(json.dumps(doc))
+    result = build_summary(root)[0]["targets"]["t"]
+    assert result["client_bound"] is True
+    assert result["warnings"] == [
+        "CLIENT-BOUND according to the run on client1 (its summary.json): the figures may "
+        "measure the client, not the server"
+    ]

@@ -280,16 +280,22 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
         if not host.workers:
             continue  # a sampler-only directory (the test host): not a client host
         result["hosts"][host.name] = _host_figures(host, workers, hists, warnings)
-        if host.summary and host.summary.get("client_bound"):
-            client_bound = True
+    flagged_by_run = sorted(
+        h.name for h in target.hosts if h.workers and h.summary and h.summary.get("client_bound")
+    )
     result["client_cpu_percent"] = client_cpu
-    result["client_bound"] = client_bound
+    result["client_bound"] = client_bound or bool(flagged_by_run)
     if client_bound:
-        busiest = max(client_cpu.items(), key=lambda kv: kv[1]) if client_cpu else ("?", 0)
+        busiest = max(client_cpu.items(), key=lambda kv: kv[1])
         warnings.append(
             f"CLIENT-BOUND: a client process stayed above {CLIENT_BOUND_PERCENT:.0f}% CPU "
             f"({busiest[0]}: {busiest[1]:.0f}%); the figures measure the client, not the server "
             "(add client processes or hosts)"
+        )
+    elif flagged_by_run:
+        warnings.append(
+            f"CLIENT-BOUND according to the run on {', '.join(flagged_by_run)} (its summary.json): "
+            "the figures may measure the client, not the server"
         )
 
     # ---- the server side -----------------------------------------------------------------
