@@ -418,3 +418,19 @@ def test_run_sampler_duration_and_records(busy: subprocess.Popen[bytes]) -> None
     times = [r["t"] for r in records[1:-1]]
     assert times == sorted(times)
     assert all(0.1 < r["interval_s"] < 1.0 for r in records[1:-1])
+
+
+def test_unwritable_output_fails_clearly(tmp_path: Path, busy: subprocess.Popen[bytes]) -> None:
+    """An --out that cannot be created is a one-line error, exit 2, not a traceback."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = subprocess.run(
+        [*SAMPLE_CMD, "--pid", str(busy.pid), "--out", str(blocker / "sample.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert f"cannot write {blocker / 'sample.jsonl'}" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -664,8 +664,12 @@ def main(args: argparse.Namespace) -> int:
         if args.out is None:
             out: IO[str] = sys.stdout
         else:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            out = args.out.open("w", encoding="utf-8")
+            try:
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                out = args.out.open("w", encoding="utf-8")
+            except OSError as exc:
+                print(f"wsswarm sample: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+                return 2
         print(
             f"wsswarm sample: {source.kind} {source.what} every {args.interval:g} s"
             f" -> {args.out or 'stdout'}",

@@ -30,15 +30,20 @@ EXIT_USAGE = 2
 class ReportError(Exception):
     """Nothing to report on; the message says what was expected."""
 
+    def __init__(self, message: str, exit_code: int = EXIT_NO_DATA) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
 
 def build_summary(root: Path) -> tuple[dict[str, Any], dict[str, TimeSeries]]:
     """Read and merge one run directory: the content of summary.json, and the plot series."""
     if not root.is_dir():
-        raise ReportError(f"{root} is not a directory")
+        raise ReportError(f"{root} is not a directory", EXIT_USAGE)
     runs = looks_like_results_root(root)
     if runs and not (root / "manifest.json").exists():
         raise ReportError(
-            f"{root} holds runs, not targets: pass one run directory, e.g. {runs[-1]}"
+            f"{root} holds runs, not targets: pass one run directory, e.g. {runs[-1]}",
+            EXIT_USAGE,
         )
     tree = load_tree(root)
     if not tree.targets:
@@ -119,11 +124,10 @@ def main(args: argparse.Namespace) -> int:
         summary, report = write_report(args.results_dir, args.out_dir, plots=not args.no_plots)
     except ReportError as exc:
         print(f"wsswarm report: {exc}", file=sys.stderr)
-        return (
-            EXIT_USAGE
-            if "not a directory" in str(exc) or "holds runs" in str(exc)
-            else (EXIT_NO_DATA)
-        )
+        return exc.exit_code
+    except OSError as exc:
+        print(f"wsswarm report: cannot write the report: {exc}", file=sys.stderr)
+        return EXIT_NO_DATA
     for problem in summary["problems"]:
         print(f"wsswarm report: input: {problem['where']}: {problem['message']}", file=sys.stderr)
     results = list(summary["targets"].values())
