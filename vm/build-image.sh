@@ -17,6 +17,7 @@
 #   --mirror URL      Debian mirror                                   (default: mmdebstrap's own)
 #   --cache DIR       keep downloaded .deb files here and reuse them  (default: none)
 #   --force           rebuild even when nothing changed
+#   --check           only say whether a build is due ("changed") or not ("unchanged")
 #
 # Needs root, mmdebstrap, e2fsprogs and qemu-utils. It takes about a minute and 1.5 GB of scratch
 # space in DIR. Its inputs (this script, vm/files, the wheels, the options) are hashed into a stamp:
@@ -26,7 +27,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 wheelhouse='' out='' address=10.0.0.42/24 gateway=10.0.0.1 port=8080 nofile=200000 size=1G
-suite=bookworm mirror='' cache='' force=0
+suite=bookworm mirror='' cache='' force=0 check=0
 
 die() { echo "build-image: $*" >&2; exit 2; }
 need() { [ $# -ge 2 ] && [ -n "$2" ] || die "option $1 needs a value"; }
@@ -43,6 +44,7 @@ while [ $# -gt 0 ]; do
         --mirror) need "$@"; mirror=$2; shift 2 ;;
         --cache) need "$@"; cache=$2; shift 2 ;;
         --force) force=1; shift ;;
+        --check) check=1; shift ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
@@ -65,10 +67,11 @@ for tool in mmdebstrap mkfs.ext4 qemu-img sha256sum flock; do
     command -v "$tool" >/dev/null || die "$tool is missing (apt-get install mmdebstrap e2fsprogs qemu-utils)"
 done
 
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-exec 9>"$out/.lock"
-flock 9 # one build at a time per output directory
+if [ "$check" = 0 ]; then
+    mkdir -p "$out"
+    exec 9>"$out/.lock"
+    flock 9 # one build at a time per output directory
+fi
 
 # The stamp: everything that decides the image's content, hashed.
 stamp=$(
@@ -86,6 +89,11 @@ if [ "$force" = 0 ] && [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ] &&
     exit 0
 fi
 
+if [ "$check" = 1 ]; then
+    echo "build-image: $out would be rebuilt ($stamp)" >&2
+    echo changed
+    exit 0
+fi
 echo "build-image: building $out ($stamp)" >&2
 work=$(mktemp -d "$out/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT

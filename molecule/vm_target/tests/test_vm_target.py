@@ -1,0 +1,137 @@
+"""vm_target on a lab container: the Debian guest runs under libvirt on bridge43, wsecho answers
+on 10.0.0.42:8080 from the lab host, the accelerator chosen by the KVM probe (TCG here: /dev/kvm
+exists but does not boot a kernel) is recorded, and the image holds the unit with its raised
+limit."""
+
+from __future__ import annotations
+
+import json
+
+NAME = "echolab-vm"
+URL = "http://10.0.0.42:8080"
+IMAGE = "/var/lib/echolab/vm/image"
+RECIPE = "/var/lib/echolab/vm/recipe"
+WHEELS = "/var/lib/echolab/vm/wheelhouse"
+UNIT = "/etc/systemd/system/wsecho.service"
+WANTS = "/etc/systemd/system/multi-user.target.wants/wsecho.service"
+
+# Runs on the lab host: GET a URL, print "<status> <body>".
+FETCH = (
+    "python3 -c 'import sys, urllib.request as u; r = u.urlopen(sys.argv[1], timeout=10); "
+    "print(r.status, r.read().decode())' "
+)
+# Runs on the lab host: a WebSocket handshake and one masked text frame, print the echoed payload.
+WS_ECHO = r"""python3 - <<'PY'
+import base64, os, socket
+s = socket.create_connection(("10.0.0.42", 8080), timeout=10)
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall(("GET / HTTP/1.1\r\nHost: 10.0.0.42:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(1)
+assert head.startswith(b"HTTP/1.1 101"), head
+payload, mask = b"echolab-vm", os.urandom(4)
+masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+s.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+frame = s.recv(2 + len(payload))
+print(frame[2:].decode())
+PY"""
+
+
+def test_libvirt_is_available(host) -> None:
+    """libvirtd is socket-activated: its socket is listening and enabled."""
+    socket = host.service("libvirtd.socket")
+    assert socket.is_running
+    assert socket.is_enabled
+
+
+def test_domain_runs_and_autostarts(host) -> None:
+    """The domain is running, marked autostart, with 512 MiB and one vCPU on bridge43."""
+    assert host.check_output(f"virsh domstate {NAME}") == "running"
+    info = host.check_output(f"virsh dominfo {NAME}")
+    assert "Autostart:      enable" in info
+    assert "Max memory:     524288 KiB" in info
+    assert "CPU(s):         1" in info
+    assert "bridge43" in host.check_output(f"virsh domiflist {NAME}")
+
+
+def test_accelerator_is_probed_and_recorded(host) -> None:
+    """auto did not trust /dev/kvm: the probe failed, TCG was used and recorded for the manifest."""
+    assert host.file("/dev/kvm").is_character_device  # passed in by molecule.yml
+    state = json.loads(host.file("/var/lib/echolab/vm_target.json").content_string)
+    assert state["format_version"] == 1
+    assert state["accelerator_requested"] == "auto"
+    assert state["accelerator"] == "tcg"
+    assert "KVM" in state["accelerator_reason"]
+    assert state["url"] == URL
+    assert "<domain type='qemu'" in host.check_output(f"virsh dumpxml {NAME}")
+
+
+def test_kvm_probe_rejects_the_hanging_kvm(host) -> None:
+    """vm/kvm-probe.sh run by hand (no cache) says KVM does not work here, with a reason."""
+    verdict = json.loads(host.check_output(f"{RECIPE}/kvm-probe.sh --timeout 10 {IMAGE}/vmlinuz"))
+    assert verdict["kvm"] is False
+    assert verdict["cached"] is False
+    assert verdict["reason"]
+
+
+def test_healthz_answers_from_the_lab_host(host) -> None:
+    """The guest's wsecho answers /healthz over the bridge."""
+    assert host.check_output(FETCH + URL + "/healthz") == "200 ok"
+
+
+def test_metrics_show_wsecho(host) -> None:
+    """/metrics is wsecho's own Prometheus text: the service, not just any HTTP server, is up."""
+    metrics = host.check_output(FETCH + URL + "/metrics")
+    assert metrics.startswith("200 ")
+    assert "wsecho_connections_current" in metrics
+    assert "wsecho_process_resident_memory_bytes" in metrics
+
+
+def test_websocket_echo(host) -> None:
+    """A WebSocket text message sent from the lab host comes back unchanged."""
+    assert host.check_output(WS_ECHO) == "echolab-vm"
+
+
+def test_image_has_the_service_unit_with_raised_limit(host) -> None:
+    """The disk holds wsecho.service, enabled, with LimitNOFILE=100000, and the static address."""
+    raw = "/tmp/echolab-vm-verify.raw"
+    host.check_output(f"qemu-img convert -O raw {IMAGE}/disk.qcow2 {raw}")
+    try:
+        unit = host.check_output(
+            f"debugfs -R 'cat /etc/systemd/system/wsecho.service' {raw} 2>/dev/null"
+        )
+        enabled = host.run(
+            f"debugfs -R 'stat /etc/systemd/system/multi-user.target.wants/wsecho.service' {raw}"
+        )
+        interfaces = host.check_output(
+            f"debugfs -R 'cat /etc/network/interfaces' {raw} 2>/dev/null"
+        )
+    finally:
+        host.run(f"rm -f {raw}")
+    assert "LimitNOFILE=100000" in unit
+    assert "ExecStart=/opt/echolab/venv/bin/wsecho --host 0.0.0.0 --port 8080" in unit
+    assert "Type: symlink" in enabled.stdout
+    assert "address 10.0.0.42/24" in interfaces
+    assert "gateway 10.0.0.1" in interfaces
+
+
+def test_build_script_rejects_bad_input(host) -> None:
+    """build-image.sh names a bad option value instead of building something wrong."""
+    bad = host.run(
+        f"{RECIPE}/build-image.sh --wheelhouse {WHEELS} --out /tmp/x --address 10.0.0.300/24"
+    )
+    assert bad.rc == 2
+    assert "--address must be IPv4/prefix" in bad.stderr
+
+
+def test_image_is_up_to_date(host) -> None:
+    """Run again with the role's inputs, the recipe reports nothing to rebuild."""
+    check = host.run(
+        f"{RECIPE}/build-image.sh --check --wheelhouse {WHEELS} --out {IMAGE} "
+        "--address 10.0.0.42/24 --gateway 10.0.0.1 --port 8080 --nofile 100000 --size 1G "
+        "--suite bookworm --cache /var/cache/echolab/vm-debs"
+    )
+    assert check.rc == 0, check.stderr
+    assert check.stdout.strip() == "unchanged"
