@@ -152,7 +152,8 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
         "url": target.manifest.get("url"),
         "accelerator": target.manifest.get("accelerator"),
         "docker_proxy": bool(target.manifest.get("docker_proxy")),
-        "status": "ok",
+        # Only status.json (written by the playbook) knows whether the target came up.
+        "status": "unknown",
         "reason": "",
         "hosts": {},
         "workers": len(workers),
