@@ -203,6 +203,14 @@ def render(rows: list[Row]) -> str:
             notes.append(f"[{len(notes) + 1}] {r.client} at {r.connections:,}: {r.error}")
             lines.append([r.client, f"{r.connections:,}", f"error [{len(notes)}]"] + ["-"] * 12)
             continue
+        span = r.load.raw.get("measured_span_s")
+        window = r.load.measure_ended - r.load.measure_started
+        if span is not None and span < 0.8 * window:
+            notes.append(
+                f"[{len(notes) + 1}] {r.client} at {r.connections:,}: its worker reports covered "
+                f"only {span:.1f} s of the {window:.1f} s window (event loop stalls); the rate is "
+                "over that span"
+            )
         n = ref.get(r.connections)
         nl = n.load if n is not None else None
         p99 = "-" if r.load.p99_ms != r.load.p99_ms else f"{r.load.p99_ms:.1f}"

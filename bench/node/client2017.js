@@ -10,9 +10,10 @@
 //   - every 1 s the master prints "Roundtrips per second: N, at average latency: X ms" with the
 //     unweighted mean of the worker averages (NaN windows included, as in 2017);
 //   - errors are logged, not retried.
-// Added (so a benchmark can read it): the workers also report the latency sum and the open/failed
-// counts, and after --duration seconds of measurement (which starts once every worker has finished
-// its ramp, plus --warmup) the master prints one line `RESULT {json}` and exits.
+// Added (so a benchmark can read it): the workers also report cumulative round trips and latency
+// with their own timestamp, open/failed counts and RSS; after --duration seconds of measurement
+// (which starts once every worker has finished its ramp, plus --warmup) the master prints one line
+// `RESULT {json}` and exits. Rates come from the workers' cumulative counters and clocks.
 //
 // Usage: node client2017.js --url ws://127.0.0.1:8080/ [--connections 10000] [--workers 5]
 //        [--batch 3] [--interval 200] [--warmup 5] [--duration 20] [--quiet]
@@ -49,6 +50,8 @@ function runWorker(opts) {
   let curConnected = 0; // attempts, as in 2017
   let fullRoundtrips = 0;
   let totalElapsedTimes = 0;
+  let cumRoundtrips = 0; // added: never reset, so the master can difference two reports
+  let cumLatency = 0;
   let open = 0;
   let failed = 0;
   let rampDone = maxConnections === 0;
@@ -62,6 +65,8 @@ function runWorker(opts) {
     const elapsedTime = Date.now() - json.timestamp;
     totalElapsedTimes += elapsedTime;
     fullRoundtrips += 1;
+    cumLatency += elapsedTime;
+    cumRoundtrips += 1;
     ws.send(timestampToJSON()); // trigger the next round trip
   };
 
@@ -97,6 +102,9 @@ function runWorker(opts) {
       rampDone,
       rssBefore,
       rss: process.memoryUsage.rss(),
+      cumRoundtrips,
+      cumLatency,
+      t: Date.now(),
     });
     fullRoundtrips = 0;
     totalElapsedTimes = 0;
@@ -110,7 +118,6 @@ function runMaster(opts) {
   let numAverageLatencies = 0;
   let averageLatency = 0;
   const workerState = [];
-  const total = { roundtrips: 0, latencySum: 0 };
   let measureStart = null;
   let measureEnd = null;
   let warmupTimer = null;
@@ -125,31 +132,64 @@ function runMaster(opts) {
   }, 1000);
 
   const workers = [];
-  const finish = () => {
-    measureEnd = Date.now();
-    const seconds = (measureEnd - measureStart) / 1000;
+  const firstInWindow = []; // per worker: its first report stamped at or after measureStart
+  const lastInWindow = []; // per worker: its latest report stamped at or before measureEnd
+  let finishing = false;
+
+  const report = () => {
     const open = workerState.reduce((s, w) => s + (w ? w.open : 0), 0);
     const failed = workerState.reduce((s, w) => s + (w ? w.failed : 0), 0);
     const rssBefore = workerState.reduce((s, w) => s + (w ? w.rssBefore : 0), 0);
     const rssEnd = workerState.reduce((s, w) => s + (w ? w.rss : 0), 0);
+    // Rates from the workers' own cumulative counters and clocks: a worker whose event loop stalls
+    // delivers its reports late, and counting by arrival time would then be wrong.
+    let rate = 0;
+    let roundtrips = 0;
+    let latencySum = 0;
+    let span = Infinity;
+    for (let i = 0; i < opts.workers; i += 1) {
+      const a = firstInWindow[i];
+      const b = lastInWindow[i];
+      if (!a || !b || b.t <= a.t) { span = 0; continue; }
+      const dr = b.cumRoundtrips - a.cumRoundtrips;
+      rate += dr / ((b.t - a.t) / 1000);
+      roundtrips += dr;
+      latencySum += b.cumLatency - a.cumLatency;
+      span = Math.min(span, (b.t - a.t) / 1000);
+    }
     const result = {
       tool: 'client2017.js',
       connections: opts.connections,
       workers: opts.workers,
       open,
       failed,
-      roundtrips: total.roundtrips,
+      roundtrips,
       // Sum over the workers (the master holds no connection).
       worker_rss_bytes: { before: rssBefore, end: rssEnd },
       measure_started: measureStart / 1000,
       measure_ended: measureEnd / 1000,
-      roundtrips_per_s: total.roundtrips / seconds,
+      // The shortest span between a worker's first and last report inside the window: below the
+      // requested duration when a worker stalled (its reports came late or not at all).
+      measured_span_s: span === Infinity ? 0 : span,
+      roundtrips_per_s: rate,
       // Weighted by round trips (the 2017 print is the unweighted mean of means).
-      latency_mean_ms: total.roundtrips ? total.latencySum / total.roundtrips : null,
+      latency_mean_ms: roundtrips ? latencySum / roundtrips : null,
     };
     process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
     workers.forEach((w) => w.kill('SIGTERM'));
     process.exit(0);
+  };
+
+  const finish = () => {
+    measureEnd = Date.now();
+    finishing = true;
+    // Wait (bounded) for every worker's report that closes the window.
+    const deadline = Date.now() + 30000;
+    const poll = () => {
+      const late = workerState.some((w) => !w || w.t < measureEnd);
+      if (late && Date.now() < deadline) { setTimeout(poll, 100); } else { report(); }
+    };
+    poll();
   };
 
   const handleMessage = (index, msg) => {
@@ -157,9 +197,10 @@ function runMaster(opts) {
     numAverageLatencies += 1;
     averageLatency += msg.averageLatency;
     workerState[index] = msg;
-    if (measureStart !== null && measureEnd === null) {
-      total.roundtrips += msg.roundtrips;
-      total.latencySum += msg.latencySum;
+    if (measureStart !== null && msg.t >= measureStart) {
+      if (!firstInWindow[index]) { firstInWindow[index] = msg; }
+      if (!finishing || msg.t <= measureEnd) { lastInWindow[index] = msg; }
+      else if (lastInWindow[index].t < measureEnd && msg.t - measureEnd < 200) { lastInWindow[index] = msg; }
     }
     if (warmupTimer === null && workerState.filter((w) => w && w.rampDone).length === opts.workers) {
       warmupTimer = setTimeout(() => {
@@ -176,7 +217,7 @@ function runMaster(opts) {
     const worker = childProcess.fork(__filename, args);
     worker.on('message', (msg) => handleMessage(i, msg));
     worker.on('exit', (code, signal) => {
-      if (measureEnd === null) { console.log(`worker exited with code ${code} and signal ${signal}`); }
+      if (!finishing) { console.log(`worker exited with code ${code} and signal ${signal}`); }
     });
     workers.push(worker);
   }
