@@ -222,7 +222,13 @@ def simple_run(root: Path, targets: dict[str, dict[str, Any]]) -> Path:
         }
     write_json(
         root / "manifest.json",
-        {"format_version": 1, "run_id": root.name, "commit": "abc123", "targets": manifest_targets},
+        {
+            "format_version": 1,
+            "run_id": root.name,
+            "git": {"commit": "abc123"},  # as roles/run_manifest writes it
+            "created": "2026-11-26T18:00:00Z",
+            "targets": manifest_targets,
+        },
     )
     return root
 
@@ -381,21 +387,31 @@ def test_failed_target_and_host_that_died(tmp_path: Path) -> None:
     )
     ticks, _ = make_worker(7)
     write_host(root / "ok" / "client2", [ticks[:5]], connections=10, end=False, summary=False)
+    # How the playbook saw the client hosts end (roles/swarm_run writes this into status.json).
+    status = json.loads((root / "ok" / "status.json").read_text())
+    status["hosts"] = {
+        "client1": {"status": "ok", "rc": 0},
+        "client2": {"status": "failed", "ended": "2026-11-26T18:01:02Z", "rc": -9, "message": "x"},
+    }
+    write_json(root / "ok" / "status.json", status)
     summary, report = write_report(root, plots=False)
     vm = summary["targets"]["vm"]
     assert vm["status"] == "failed"
     assert vm["warnings"] == ["target FAILED: the VM did not answer on 10.0.0.42:8080"]
     ok = summary["targets"]["ok"]
-    died = [w for w in ok["warnings"] if "client2" in w]
+    died = [w for w in ok["warnings"] if "client2/worker-0" in w]
     assert died
     assert "no end record" in died[0]
     assert time.strftime("%H:%M:%S", time.gmtime(ticks[4]["t"])) in died[0]
     # Its measured ticks end early: the common window is cut to what every worker measured.
     assert ok["window"]["seconds"] == pytest.approx(2.0, abs=0.02)
     assert "client2/summary.json: missing" in problems_text(summary)
+    assert "client host client2: failed (ended 2026-11-26T18:01:02Z, rc -9): x" in ok["warnings"]
+    assert not any("client host client1" in w for w in ok["warnings"])
     text = report.read_text()
     assert "| vm | failed |" in text
     assert "target FAILED: the VM did not answer" in text
+    assert "commit `abc123`; started `2026-11-26T18:00:00Z`" in text
 
 
 # ---- damaged input ------------------------------------------------------------------------

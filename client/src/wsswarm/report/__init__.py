@@ -62,11 +62,7 @@ def build_summary(root: Path) -> tuple[dict[str, Any], dict[str, TimeSeries]]:
         "tool": f"wsswarm {__version__}",
         "run_id": manifest.get("run_id") or root.resolve().name,
         "generated": round(time.time(), 3),
-        "manifest": {
-            key: manifest.get(key)
-            for key in ("run_id", "commit", "profile", "started", "parameters")
-            if key in manifest
-        },
+        "manifest": _manifest_facts(manifest),
         "targets": results,
         "comparisons": compare(list(results.values())),
         "reference_2017": REFERENCE_2017,
@@ -77,6 +73,21 @@ def build_summary(root: Path) -> tuple[dict[str, Any], dict[str, TimeSeries]]:
         ],
     }
     return summary, series
+
+
+def _manifest_facts(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What report.md shows of the manifest (site.yml writes `git.commit` and `created`)."""
+    facts: dict[str, Any] = {
+        key: manifest[key] for key in ("run_id", "profile", "parameters") if key in manifest
+    }
+    git = manifest.get("git")
+    commit = manifest.get("commit") or (git.get("commit") if isinstance(git, dict) else None)
+    if commit:
+        facts["commit"] = commit
+    started = manifest.get("started") or manifest.get("created")
+    if started:
+        facts["started"] = started
+    return facts
 
 
 def _where(problem: Problem) -> str:

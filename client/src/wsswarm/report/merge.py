@@ -164,6 +164,15 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
         result["reason"] = str(status.get("reason") or "")
     if result["status"] == "failed":
         warnings.append(f"target FAILED: {result['reason'] or 'no reason recorded'}")
+    host_status = status.get("hosts")
+    for name, info in sorted((host_status if isinstance(host_status, dict) else {}).items()):
+        # How the playbook saw each client host end (unreachable, killed, non-zero exit).
+        if isinstance(info, dict) and info.get("status") not in (None, "ok"):
+            message = f": {info['message']}" if info.get("message") else ""
+            warnings.append(
+                f"client host {name}: {info.get('status')} (ended {info.get('ended', '?')}, "
+                f"rc {info.get('rc', '?')}){message}"
+            )
     if not workers and result["status"] != "failed":
         result["status"] = "no data" if not status else result["status"]
         warnings.append("no worker files: nothing was measured for this target")
