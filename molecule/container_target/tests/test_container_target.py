@@ -1,0 +1,180 @@
+"""Verify both container targets on the lab host: healthy, hardened, answering, echoing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+# name, app, published port (the role's defaults: wsecho 8080, the node.js baseline 8081)
+TARGETS = [("echolab-wsecho", "wsecho", 8080), ("echolab-nodejs-ws", "nodejs_ws", 8081)]
+IDS = [t[1] for t in TARGETS]
+
+# A minimal WebSocket client (RFC 6455: handshake, one masked text frame, read the echo), run by the
+# lab host's python3 so that the traffic stays inside the lab container's network namespace.
+WS_CLIENT = r"""
+import base64, os, socket, struct, sys
+port, text = int(sys.argv[1]), sys.argv[2].encode()
+s = socket.create_connection(("127.0.0.1", port), timeout=5)
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall(("GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (port, key)).encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    chunk = s.recv(4096)
+    if not chunk:
+        sys.exit("connection closed during the handshake: %r" % head)
+    head += chunk
+head, rest = head.split(b"\r\n\r\n", 1)
+if not head.startswith(b"HTTP/1.1 101"):
+    sys.exit("handshake refused: %r" % head)
+mask = os.urandom(4)
+s.sendall(struct.pack("!BBH", 0x81, 0x80 | 126, len(text)) + mask
+          + bytes(b ^ mask[i % 4] for i, b in enumerate(text)))
+buf = rest
+def need(n):
+    global buf
+    while len(buf) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            sys.exit("connection closed before the echo")
+        buf += chunk
+need(2)
+opcode, length = buf[0] & 0x0F, buf[1] & 0x7F
+off = 2
+if length == 126:
+    need(4)
+    length, off = struct.unpack("!H", buf[2:4])[0], 4
+need(off + length)
+print("opcode=%d" % opcode)
+print(buf[off:off + length].decode())
+"""
+
+
+def inspect(host: Any, name: str) -> dict[str, Any]:
+    """`docker inspect` of a container on the lab host."""
+    out = host.check_output(f"docker inspect {name}")
+    data: list[dict[str, Any]] = json.loads(out)
+    return data[0]
+
+
+def diagnostics(host: Any, name: str) -> str:
+    """The container's log tail and health-check history, printed when a test fails."""
+    logs = host.run(f"docker logs --tail 40 {name}")
+    health = host.run(f"docker inspect --format '{{{{json .State.Health}}}}' {name}")
+    return (
+        f"\n--- docker logs {name} ---\n{logs.stdout}{logs.stderr}\n--- health ---\n{health.stdout}"
+    )
+
+
+def proc_status(host: Any, name: str) -> dict[str, str]:
+    """/proc/<pid>/status of the container's main process, read from the lab host."""
+    pid = inspect(host, name)["State"]["Pid"]
+    lines = host.file(f"/proc/{pid}/status").content_string.splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+@pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
+def test_container_healthy(host: Any, name: str, app: str, port: int) -> None:
+    """The container runs and its HEALTHCHECK on /healthz reports healthy."""
+    state = inspect(host, name)["State"]
+    assert state["Running"], diagnostics(host, name)
+    assert state["Health"]["Status"] == "healthy", diagnostics(host, name)
+
+
+@pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
+def test_runs_as_non_root_without_capabilities(host: Any, name: str, app: str, port: int) -> None:
+    """The service process is uid/gid 10001 with no effective, permitted or bounding capability."""
+    status = proc_status(host, name)
+    assert status["Uid"].split() == ["10001"] * 4, diagnostics(host, name)
+    assert status["Gid"].split() == ["10001"] * 4
+    for cap in ("CapEff", "CapPrm", "CapBnd"):
+        assert int(status[cap], 16) == 0, f"{cap}={status[cap]}"
+    assert status["NoNewPrivs"] == "1"
+
+
+@pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
+def test_hardening_settings(host: Any, name: str, app: str, port: int) -> None:
+    """Read-only root filesystem, one CPU, the raised file limit, a restart policy."""
+    cfg = inspect(host, name)["HostConfig"]
+    assert cfg["ReadonlyRootfs"] is True
+    assert cfg["NanoCpus"] == 1_000_000_000
+    assert cfg["CapDrop"] == ["ALL"]
+    assert "no-new-privileges" in cfg["SecurityOpt"]
+    assert cfg["RestartPolicy"]["Name"] == "unless-stopped"
+    assert {"Name": "nofile", "Soft": 16384, "Hard": 16384} in cfg["Ulimits"]
+
+
+@pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
+def test_limits_in_force(host: Any, name: str, app: str, port: int) -> None:
+    """The kernel applies them: the process's nofile limit and the CFS quota of one CPU."""
+    info = inspect(host, name)
+    pid = info["State"]["Pid"]
+    limits = host.file(f"/proc/{pid}/limits").content_string
+    line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+    assert line.split()[3:5] == ["16384", "16384"], line
+    # cgroup v1 (this machine) or v2: both express "one CPU" as quota == period.
+    cgroup = host.file(f"/proc/{pid}/cgroup").content_string
+    cpu_path = next(
+        (
+            x.split(":", 2)[2]
+            for x in cgroup.splitlines()
+            if ":cpu," in x or ":cpu:" in x or x.startswith("0::")
+        ),
+        None,
+    )
+    assert cpu_path is not None, cgroup
+    v1 = host.file(f"/sys/fs/cgroup/cpu,cpuacct{cpu_path}/cpu.cfs_quota_us")
+    if v1.exists:
+        quota = int(v1.content_string)
+        period = int(
+            host.file(f"/sys/fs/cgroup/cpu,cpuacct{cpu_path}/cpu.cfs_period_us").content_string
+        )
+    else:
+        quota_s, period_s = host.file(f"/sys/fs/cgroup{cpu_path}/cpu.max").content_string.split()
+        quota, period = int(quota_s), int(period_s)
+    assert quota == period, f"quota={quota} period={period}"
+
+
+@pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
+def test_root_filesystem_is_read_only(host: Any, name: str, app: str, port: int) -> None:
+    """Writing outside /tmp fails inside the container; /tmp is a writable tmpfs."""
+    denied = host.run(f"docker exec {name} sh -c 'echo x > /opt/probe'")
+    assert denied.rc != 0
+    assert "Read-only file system" in denied.stderr
+    assert host.run(f"docker exec {name} sh -c 'echo x > /tmp/probe && rm /tmp/probe'").rc == 0
+
+
+@pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
+def test_healthz_on_published_port(host: Any, name: str, app: str, port: int) -> None:
+    """GET /healthz on the published host port answers 200 "ok" (through docker-proxy)."""
+    cmd = (
+        "python3 -c \"import urllib.request as u; r = u.urlopen('http://127.0.0.1:%d/healthz', timeout=5); "
+        'print(r.status, r.read().decode())"' % port
+    )
+    out = host.run(cmd)
+    assert out.rc == 0, out.stderr + diagnostics(host, name)
+    assert out.stdout.split() == ["200", "ok"]
+
+
+@pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
+def test_websocket_echo_round_trip(host: Any, name: str, app: str, port: int) -> None:
+    """A text message sent over a WebSocket on the published port comes back as the same text."""
+    text = '{"timestamp": 1508918400000}'
+    out = host.run(f"python3 - {port} '{text}' <<'EOF'\n{WS_CLIENT}\nEOF")
+    assert out.rc == 0, out.stderr + diagnostics(host, name)
+    assert out.stdout.splitlines() == ["opcode=1", text]
+
+
+@pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
+def test_manifest_facts_file(host: Any, name: str, app: str, port: int) -> None:
+    """The facts file names the image the container runs and says that docker-proxy carries the port."""
+    facts = json.loads(host.file(f"/var/lib/echolab/container_{name}.json").content_string)
+    info = inspect(host, name)
+    assert facts["image_id"] == info["Image"]
+    assert facts["app"] == app
+    assert facts["port"] == port
+    assert facts["url"] == f"ws://127.0.0.1:{port}/"
+    assert facts["docker_proxy"] is True
+    assert host.run(f"ps -C docker-proxy -o args= | grep -- '-host-port {port} '").rc == 0
