@@ -128,10 +128,25 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def service(start_service: Callable[..., Service], backend: str) -> Service:
+def shared_service(
+    request: pytest.FixtureRequest, factory: pytest.TempPathFactory, *args: str
+) -> Iterator[Service]:
+    """A wsecho (backend from the fixture's param) shared by the tests of a module: starting a
+    process per test would dominate the run time, and sharing also shows that one service
+    survives every case in turn."""
+    backend = str(request.param)
+    service = Service(backend, list(args), factory.mktemp(f"wsecho-{backend}") / "wsecho.log")
+    yield service
+    service.stop()
+    print(f"--- wsecho ({backend}) output ---\n{service.log()}")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
     """A wsecho with default settings (and a 1 s handshake timeout, to keep tests short)."""
-    return start_service(backend, "--handshake-timeout", "1")
+    yield from shared_service(request, tmp_path_factory, "--handshake-timeout", "1")
 
 
 class RawClient:
@@ -236,6 +251,12 @@ class RawClient:
         return True
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
+def shared_service_factory() -> Callable[..., Iterator[Service]]:
+    """`shared_service` for module-scoped fixtures in test modules."""
+    return shared_service
+
+
+@pytest.fixture(scope="session")
 def raw_client() -> type[RawClient]:
     return RawClient

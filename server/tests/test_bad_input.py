@@ -16,12 +16,23 @@ Service = Any  # conftest.Service (not importable under --import-mode=importlib)
 LIMIT = 4096  # --max-message-size of these tests, small so that limits are cheap to hit
 
 
-@pytest.fixture
-def limited(start_service: Callable[..., Service], backend: str) -> Iterator[Service]:
-    """A service with a 4 KiB message limit and a 1 s handshake timeout; serving after the test."""
-    service = start_service(backend, "--max-message-size", str(LIMIT), "--handshake-timeout", "1")
-    yield service
-    service.assert_serving()
+@pytest.fixture(scope="module", params=["picows", "websockets"])
+def limited(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    shared_service_factory: Callable[..., Iterator[Service]],
+) -> Iterator[Service]:
+    """A service with a 4 KiB message limit and a 1 s handshake timeout, shared by the module."""
+    yield from shared_service_factory(
+        request, tmp_path_factory, "--max-message-size", str(LIMIT), "--handshake-timeout", "1"
+    )
+
+
+@pytest.fixture(autouse=True)
+def still_serving(limited: Service) -> Iterator[None]:
+    """After every case: the service still answers /healthz and echoes for a new client."""
+    yield
+    limited.assert_serving()
 
 
 def _http_status(port: int, request: bytes) -> str:
@@ -200,14 +211,14 @@ def test_peer_that_stops_reading(limited: Service, raw_client: Any) -> None:
         stalled.sock.setblocking(False)
         frame = raw_client.frame(0x2, os.urandom(LIMIT))
         pushed = 0
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline and pushed < 512 * 1024 * 1024:
             try:
                 pushed += stalled.sock.send(frame)
             except BlockingIOError:
                 time.sleep(0.01)
         # Only socket buffers (a few MiB each way on loopback) and a bounded write buffer could
-        # take data; unbounded queueing would have taken all 3 s worth (hundreds of MiB).
+        # take data; unbounded queueing would have taken all 1.5 s worth (hundreds of MiB).
         assert pushed < 64 * 1024 * 1024, pushed
         limited.assert_serving()  # others are served while the stalled peer stays connected
         rss_after = limited.metrics()["wsecho_process_resident_memory_bytes"]

@@ -246,12 +246,11 @@ class _ConnectionLog:
 class _Protocol(WSProtocol):  # type: ignore[misc]
     """picows' protocol, plus the bookkeeping of one TCP connection."""
 
-    __slots__ = ("peer", "reason", "server", "state", "tcp")
+    __slots__ = ("reason", "server", "state", "tcp")
 
     def __init__(self, server: PicowsServer) -> None:
         self.server = server
         self.state = _PENDING
-        self.peer = "?"
         self.reason = ""
         self.tcp: asyncio.Transport | None = None
         settings = server.settings
@@ -275,11 +274,14 @@ class _Protocol(WSProtocol):  # type: ignore[misc]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.tcp = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.peer = f"{peer[0]}:{peer[1]}"
         self.server.protocols.add(self)
         super().connection_made(transport)
+
+    @property
+    def peer(self) -> str:
+        """The client's address, for log lines (computed only when one is written)."""
+        peer = self.tcp.get_extra_info("peername") if self.tcp is not None else None
+        return f"{peer[0]}:{peer[1]}" if peer else "?"
 
     def connection_lost(self, exc: Exception | None) -> None:
         server = self.server

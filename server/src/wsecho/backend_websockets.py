@@ -69,10 +69,11 @@ class WebsocketsServer:
 
     async def start(self) -> None:
         server = self
-        websockets.asyncio.messages.MAX_FRAGMENTS = max(
-            websockets.asyncio.messages.MAX_FRAGMENTS,
-            self.settings.max_message_size // MIN_FRAGMENT_SIZE,
-        )
+        messages: Any = websockets.asyncio.messages
+        if hasattr(messages, "MAX_FRAGMENTS"):  # websockets >= 17 (on Python 3.10: 16, no limit)
+            messages.MAX_FRAGMENTS = max(
+                messages.MAX_FRAGMENTS, self.settings.max_message_size // MIN_FRAGMENT_SIZE
+            )
 
         class Connection(ServerConnection):
             """ServerConnection that knows how its TCP connection ended, for /metrics and logs."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import time
 
@@ -26,7 +27,7 @@ def make_server(settings: Settings, metrics: Metrics) -> RunningServer:
     return PicowsServer(settings, metrics)
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, open_files: int) -> None:
     """Serve until SIGTERM or SIGINT, then shut down cleanly."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -36,11 +37,13 @@ async def serve(settings: Settings) -> None:
     server = make_server(settings, metrics)
     await server.start()  # type: ignore[attr-defined]
     log.info(
-        "wsecho %s serving on port %s (%s, loop=%s)",
+        "wsecho %s serving on port %s (%s, loop=%s, open_files_limit=%d%s)",
         __version__,
         ",".join(str(p) for p in sorted(set(server.ports))),
         describe(settings),
         loop_name(loop),
+        open_files,
+        " < max_connections!" if open_files < settings.max_connections else "",
     )
     await stop.wait()
     started = time.monotonic()
@@ -62,11 +65,25 @@ def loop_name(loop: asyncio.AbstractEventLoop) -> str:
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
+def raise_open_files_limit() -> int:
+    """Raise the soft limit of open files to the hard one (each connection is a file descriptor;
+    the usual soft default of 1,024 would refuse connections long before --max-connections)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # e.g. an infinite hard limit the kernel caps lower
+            pass
+    return soft
+
+
 def run(settings: Settings) -> None:
     """Run the service in this thread with uvloop when it is installed."""
+    limit = raise_open_files_limit()
     try:
         import uvloop  # noqa: PLC0415
     except ImportError:  # uvloop is optional: plain asyncio works, only slower
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, limit))
     else:
-        uvloop.run(serve(settings))
+        uvloop.run(serve(settings, limit))
