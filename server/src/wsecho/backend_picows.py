@@ -59,10 +59,11 @@ def valid_close_code(code: int) -> bool:
 class _EchoListener(WSListener):
     """One per WebSocket connection: echoes messages, enforces the message size limit."""
 
-    __slots__ = ("_decoder", "_frag", "_frag_type", "_proto", "_transport")
+    __slots__ = ("_decoder", "_frag", "_frag_type", "_metrics", "_proto", "_transport")
 
     def __init__(self, proto: _Protocol) -> None:
         self._proto = proto
+        self._metrics = proto.server.metrics  # one attribute lookup on the hot path, not three
         self._transport: WSTransport | None = None
         # A fragmented message being reassembled: its bytes, its type, its UTF-8 decoder (text).
         self._frag: bytearray | None = None
@@ -102,7 +103,7 @@ class _EchoListener(WSListener):
                     self._fail(transport, WSCloseCode.INVALID_TEXT, "invalid UTF-8 in text message")
                     return
             transport.send(msg_type, frame.get_payload_as_memoryview())
-            metrics = self._proto.server.metrics
+            metrics = self._metrics
             metrics.messages_total += 1
             metrics.bytes_total += frame.payload_size
             return
