@@ -538,7 +538,15 @@ class Master:
         measured = bool(window) and any(w.measure_ticks for w in self.workers)
         if self.status == "completed" and not measured:
             self.status = "error"
-            self.message = "the run ended before its measured window"
+            late = max(
+                (t["interval_s"] for w in self.workers for t in [w.last_tick] if t), default=0.0
+            )
+            self.message = "no worker tick fell inside the measured window" + (
+                f": the workers were starved of CPU (a tick came {late:.0f} s late); "
+                "the machine is overloaded"
+                if late > 2
+                else ""
+            )
         summary_latency = latency.summarize_ms(hist)
         if summary_latency is not None and roundtrips:
             summary_latency["mean"] = round(lat_sum_ms / roundtrips, 4)
