@@ -15,6 +15,9 @@ on purpose. The request path picks the behaviour of every `every`-th connection 
     drop            upgrade, then abort the TCP connection on the first message (client: dropped)
     slow            echo each message 100 ms late (a light, steady load)
 
+`/fault/mix` gives connections 2, 4, 6, ... one fault each, in the order 503, hang, reset,
+close1001, drop, wrong (then again); the odd ones echo.
+
 `--accept-limit N` closes the listening socket after N connections: later connects are refused.
 `GET /stats` answers JSON: upgrades (epoch times of upgrade requests) and messages echoed.
 """
@@ -33,6 +36,7 @@ import time
 from collections import Counter
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MIX = ("503", "hang", "reset", "close1001", "drop", "wrong")
 
 
 class State:
@@ -100,7 +104,12 @@ class Conn(asyncio.Protocol):
             return
         self.state.upgrades.append(time.time())
         parts = path.strip("/").split("/")
-        if len(parts) >= 2 and parts[0] == "fault":
+        if parts == ["fault", "mix"]:
+            # One of each fault, every other connection: one run meets them all.
+            self.state.per_path[path] += 1
+            n = self.state.per_path[path] - 1
+            self.fault = "echo" if n % 2 == 0 else MIX[(n // 2) % len(MIX)]
+        elif len(parts) >= 2 and parts[0] == "fault":
             kind = parts[1]
             every = int(parts[2]) if len(parts) > 2 else 1
             self.state.per_path[path] += 1
