@@ -177,3 +177,39 @@ def test_second_setup_and_targets_change_nothing(
     assert LAB_HOST in hosts, proc.stdout[-3000:]
     changed = {host: counts["changed"] for host, counts in hosts.items() if counts["changed"]}
     assert not changed, f"changed on the second run: {changed}\n{proc.stdout[-20000:]}"
+
+
+@pytest.mark.lab
+def test_failed_target_recorded_and_run_goes_on(
+    site_run: tuple[str, Path], lab_inventory: Path, tmp_path: Path
+) -> None:
+    """A target that is not up is recorded as failed, the next one still runs, the play fails."""
+    assert site_run
+    targets = [
+        # Nothing listens on this port: the target "did not come up".
+        {"name": "ghost", "kind": "baseline", "address": "local", "port": 8099, "path": "/",
+         "instance": "echolab-ghost", "app": "nodejs_ws"},
+        {"name": "container", "kind": "container", "address": "local", "port": 8080, "path": "/",
+         "instance": "echolab-wsecho", "app": "wsecho"},
+    ]  # fmt: skip
+    proc = ansible_playbook(
+        lab_inventory,
+        "site.yml",
+        "--tags", "run,report",
+        "-e", "echolab_profile=quick",
+        "-e", "echolab_lab=true",
+        "-e", f"lab_host_name={LAB_HOST}",
+        "-e", f"echolab_results_dir={tmp_path}",
+        "-e", json.dumps({"echolab_targets": targets}),
+        timeout=900,
+    )  # fmt: skip
+    assert proc.returncode != 0, "the play must end non-zero when a target failed"
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    ghost = load(run / "ghost" / "status.json")
+    assert ghost["status"] == "failed"
+    assert "8099" in ghost["reason"], ghost
+    container = load(run / "container" / "status.json")
+    assert container["status"] == "ok", container
+    assert load(run / "container" / LAB_HOST / "summary.json")["roundtrips"] > 0
+    assert "ghost" in (run / "report.md").read_text()
+    assert "target ghost failed" in proc.stdout
