@@ -149,3 +149,32 @@ def test_cli_imports_only_the_chosen_subcommand() -> None:
     assert args.processes == 5
     assert args.connections == 10_000
     assert args.connect_rate == 75.0
+
+
+def _tick(phase: str, open_now: int) -> dict[str, object]:
+    return {
+        "phase": phase,
+        "open": open_now,
+        "failed": 1,
+        "roundtrips": 50,
+        "interval_s": 1.0,
+        "cpu_percent": 12.0,
+        "errors": {"refused": 1},
+        "latency_ms": {"mean": 2.0, "p99": 5.0},
+    }
+
+
+def test_ramp_shows_a_live_bar_on_a_terminal_and_lines_elsewhere() -> None:
+    """Bar mode redraws one line during the ramp; lines mode prints a plain line per second."""
+    bar = io.StringIO()
+    console = Console("bar", compat=False, connections=100, stream=bar)
+    console.tick(1, [_tick("ramp", 25), _tick("ramp", 25)], 100)
+    console.tick(2, [_tick("measure", 50), _tick("measure", 50)], 100)
+    text = bar.getvalue()
+    assert text.startswith("\rramp [" + "#" * 15 + "." * 15 + "] 50/100 open, 2 failed")
+    assert "refused 2" in text
+    assert text.splitlines()[-1].startswith("   2s measure open 100/100  100 round-trips/s")
+    plain = io.StringIO()
+    Console("lines", compat=False, connections=100, stream=plain).tick(1, [_tick("ramp", 25)], 100)
+    assert "\r" not in plain.getvalue()
+    assert plain.getvalue().startswith("   1s ramp    open 25/100")
