@@ -428,6 +428,7 @@ class Worker:
         period_ns = int(1e9 / self.cfg.rate)
         buckets = max(1, min(100, period_ns // 2_000_000))  # a bucket at most every ~2 ms
         step_ns = period_ns // buckets
+        regroup_every = max(1, 100_000_000 // period_ns)  # periods between regroupings
         origin = time.perf_counter_ns()
         fired = 0
         groups: list[list[_Conn]] = [[] for _ in range(buckets)]
@@ -438,8 +439,8 @@ class Worker:
                 await asyncio.sleep((intended - now) / 1e9)
                 continue
             bucket = fired % buckets
-            if bucket == 0:
-                # Regroup once per period: new connections join, closed ones leave.
+            if bucket == 0 and (fired // buckets) % regroup_every == 0:
+                # Regroup about every 100 ms: new connections join, closed ones leave.
                 for group in groups:
                     group.clear()
                 for i, conn in enumerate(self.conns):
