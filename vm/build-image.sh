@@ -78,7 +78,8 @@ stamp=$(
     {
         cat "$here/build-image.sh" "$here/customize.sh" "$here/initramfs.sh"
         (cd "$here/files" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
-        (cd "$wheelhouse" && find . -maxdepth 1 -name '*.whl' -print0 | sort -z | xargs -0 sha256sum)
+        (cd "$wheelhouse" && find . -maxdepth 1 \( -name '*.whl' -o -name constraints.txt \) -print0 |
+            sort -z | xargs -0 sha256sum)
         echo "address=$address gateway=$gateway port=$port nofile=$nofile size=$size suite=$suite mirror=$mirror"
     } | sha256sum | cut -c1-16
 )

@@ -19,11 +19,17 @@ install -m 0644 "$files/90-echolab.conf" "$root/etc/sysctl.d/90-echolab.conf"
 subst "$files/wsecho.service" >"$root/etc/systemd/system/wsecho.service"
 
 # wsecho and its pinned dependencies from the controller's wheelhouse: no index is ever asked.
+# The wheelhouse's constraints.txt (the pins) keeps a stale extra wheel from being picked.
 mkdir -p "$root/tmp/wheelhouse"
 cp "$ECHOLAB_VM_WHEELHOUSE"/*.whl "$root/tmp/wheelhouse/"
+constraints=()
+if [ -f "$ECHOLAB_VM_WHEELHOUSE/constraints.txt" ]; then
+    cp "$ECHOLAB_VM_WHEELHOUSE/constraints.txt" "$root/tmp/wheelhouse/"
+    constraints=(-c /tmp/wheelhouse/constraints.txt)
+fi
 chroot "$root" python3 -m venv /opt/echolab/venv
 chroot "$root" /opt/echolab/venv/bin/pip install --quiet --no-index --no-cache-dir \
-    --find-links /tmp/wheelhouse 'wsecho[speed]'
+    --find-links /tmp/wheelhouse "${constraints[@]}" 'wsecho[speed]'
 rm -rf "$root/tmp/wheelhouse"
 chroot "$root" /opt/echolab/venv/bin/wsecho --help >/dev/null # fail the build, not the boot
 chroot "$root" systemctl enable --quiet wsecho.service
