@@ -70,6 +70,8 @@ class Node2017Driver:
             *("--workers", str(load.processes), "--batch", str(batch)),
             *("--interval", str(BATCH_INTERVAL_MS), "--warmup", str(load.warmup)),
             *("--duration", str(load.duration), "--quiet"),
+            # Bounded: a worker whose loop falls behind would otherwise ramp for minutes.
+            *("--max-ramp", str(round(2 * load.connections / load.connect_rate + 20))),
         ]
 
     def result(self, out: Path, log: Path) -> LoadResult:
@@ -205,6 +207,11 @@ def render(rows: list[Row]) -> str:
             continue
         span = r.load.raw.get("measured_span_s")
         window = r.load.measure_ended - r.load.measure_started
+        if r.load.raw.get("ramp_incomplete"):
+            notes.append(
+                f"[{len(notes) + 1}] {r.client} at {r.connections:,}: its ramp had not ended "
+                "after --max-ramp; measured with the connections it had"
+            )
         if span is not None and span < 0.8 * window:
             notes.append(
                 f"[{len(notes) + 1}] {r.client} at {r.connections:,}: its worker reports covered "

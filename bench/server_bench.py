@@ -175,9 +175,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--driver",
         choices=["auto", *DRIVERS],
-        default="loadgen",
-        help="the client: loadgen (bench/loadgen.py, default), wsswarm, or auto (wsswarm if "
-        "installed)",
+        default="auto",
+        help="the client: wsswarm (`wsswarm run`), loadgen (bench/loadgen.py), or auto (default: "
+        "wsswarm if installed, else loadgen)",
     )
     p.add_argument(
         "--client-processes", type=int, default=1, help="client processes on CPU 1 (default 1)"

@@ -16,16 +16,16 @@
 // `RESULT {json}` and exits. Rates come from the workers' cumulative counters and clocks.
 //
 // Usage: node client2017.js --url ws://127.0.0.1:8080/ [--connections 10000] [--workers 5]
-//        [--batch 3] [--interval 200] [--warmup 5] [--duration 20] [--quiet]
+//        [--batch 3] [--interval 200] [--warmup 5] [--duration 20] [--max-ramp 0] [--quiet]
 const childProcess = require('child_process');
 
 function parseArgs(argv) {
   const opts = {
     url: null, connections: 10000, workers: 5, batch: 3, interval: 200,
-    warmup: 5, duration: 20, quiet: false, worker: false, share: 0,
+    warmup: 5, duration: 20, maxRamp: 0, quiet: false, worker: false, share: 0,
   };
   for (let i = 0; i < argv.length; i += 1) {
-    const key = argv[i].replace(/^--/, '');
+    const key = argv[i].replace(/^--/, '').replace(/-([a-z])/g, (m, c) => c.toUpperCase());
     if (key === 'quiet' || key === 'worker') { opts[key] = true; continue; }
     if (!(key in opts)) { throw new Error(`unknown option ${argv[i]}`); }
     const value = argv[i + 1];
@@ -121,6 +121,7 @@ function runMaster(opts) {
   let measureStart = null;
   let measureEnd = null;
   let warmupTimer = null;
+  let rampIncomplete = false;
 
   console.log(`benchmarking server ${opts.url}`);
   setInterval(() => {
@@ -171,6 +172,7 @@ function runMaster(opts) {
       // The shortest span between a worker's first and last report inside the window: below the
       // requested duration when a worker stalled (its reports came late or not at all).
       measured_span_s: span === Infinity ? 0 : span,
+      ramp_incomplete: rampIncomplete,
       roundtrips_per_s: rate,
       // Weighted by round trips (the 2017 print is the unweighted mean of means).
       latency_mean_ms: roundtrips ? latencySum / roundtrips : null,
@@ -203,12 +205,26 @@ function runMaster(opts) {
       else if (lastInWindow[index].t < measureEnd && msg.t - measureEnd < 200) { lastInWindow[index] = msg; }
     }
     if (warmupTimer === null && workerState.filter((w) => w && w.rampDone).length === opts.workers) {
-      warmupTimer = setTimeout(() => {
-        measureStart = Date.now();
-        setTimeout(finish, opts.duration * 1000);
-      }, opts.warmup * 1000);
+      startWarmup();
     }
   };
+
+  const startWarmup = () => {
+    warmupTimer = setTimeout(() => {
+      measureStart = Date.now();
+      setTimeout(finish, opts.duration * 1000);
+    }, opts.warmup * 1000);
+  };
+  // Added: --max-ramp S starts the warm-up after S seconds even if a worker is still ramping
+  // (its event loop can fall so far behind that the ramp would not end in a bounded benchmark).
+  if (opts.maxRamp > 0) {
+    setTimeout(() => {
+      if (warmupTimer === null) {
+        rampIncomplete = true;
+        startWarmup();
+      }
+    }, opts.maxRamp * 1000);
+  }
 
   for (let i = 0; i < opts.workers; i += 1) {
     // The 2017 split: equal shares; the remainder goes to the first workers.
