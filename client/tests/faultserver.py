@@ -13,7 +13,7 @@ on purpose. The request path picks the behaviour of every `every`-th connection 
     close1001       upgrade, then answer the first message with a close frame 1001
     wrong           upgrade, then echo a different text than received (client: echo_mismatch)
     drop            upgrade, then abort the TCP connection on the first message (client: dropped)
-    slow            echo each message 100 ms late (a light, steady load)
+    slow            echo each message 1 s late (a light, steady load)
 
 `/fault/mix` gives connections 2, 4, 6, ... one fault each, in the order 503, hang, reset,
 close1001, drop, wrong (then again); the odd ones echo.
@@ -189,7 +189,7 @@ class Conn(asyncio.Protocol):
             self.state.messages += 1
             if self.fault == "slow":
                 loop = asyncio.get_running_loop()
-                loop.call_later(0.1, self.transport.write, frame(0x1, bytes(payload)))
+                loop.call_later(1.0, self.transport.write, frame(0x1, bytes(payload)))
                 continue
             self.transport.write(frame(0x1, bytes(payload)))
 
