@@ -10,6 +10,7 @@ server-core-second, and every server's ratios to node.js `ws`. See bench/README.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import shutil
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from _benchlib import (
     BENCH,
     CLIENT_CPU,
@@ -59,8 +61,20 @@ class Row:
     load: LoadResult | None = None
     server_cpu: float | None = None  # fraction of one core
     server_rss: int | None = None  # max in the measured window
+    server_rss_idle: int | None = None  # listening, before the first connection
     client_cpu: float | None = None
     error: str | None = None
+
+    @property
+    def per_connection(self) -> float | None:
+        """Server bytes per open connection: (RSS in the window - idle RSS) / open."""
+        if (
+            self.load is None
+            or not self.load.open
+            or None in (self.server_rss, self.server_rss_idle)
+        ):
+            return None
+        return ((self.server_rss or 0) - (self.server_rss_idle or 0)) / self.load.open
 
     @property
     def per_core(self) -> float | None:
@@ -90,6 +104,8 @@ def measure(name: str, load: Load, driver_name: str, work: Path) -> Row:
         server = start(cmd, SERVER_CPU, log, env)
         try:
             wait_listening(port, server, log)
+            with contextlib.suppress(psutil.Error):
+                row.server_rss_idle = psutil.Process(server.pid).memory_info().rss
             driver = DRIVERS[driver_name]()
             result, client, (srv,) = run_driver(driver, load, out, samplers_for=[server.pid])
             if server.poll() is not None:
@@ -117,6 +133,7 @@ def render(rows: list[Row]) -> str:
         "p99 ms",
         "srv CPU%",
         "srv RSS MB",
+        "srv KB/conn",
         "rt/srv-core-s",
         "cli CPU%",
         "rt/s vs node",
@@ -129,7 +146,7 @@ def render(rows: list[Row]) -> str:
     for r in rows:
         if r.load is None:
             notes.append(f"[{len(notes) + 1}] {r.server} at {r.connections:,}: {r.error}")
-            lines.append([r.server, f"{r.connections:,}", f"error [{len(notes)}]"] + ["-"] * 12)
+            lines.append([r.server, f"{r.connections:,}", f"error [{len(notes)}]"] + ["-"] * 13)
             continue
         n = ref.get(r.connections)
         nl = n.load if n is not None else None
@@ -144,6 +161,7 @@ def render(rows: list[Row]) -> str:
                 f"{r.load.p99_ms:.1f}",
                 f"{100 * (r.server_cpu or 0):.0f}",
                 f"{(r.server_rss or 0) / 1e6:.0f}",
+                "-" if r.per_connection is None else f"{r.per_connection / 1024:.1f}",
                 f"{r.per_core or 0:,.0f}",
                 f"{100 * (r.client_cpu or 0):.0f}",
                 ratio(r.load.roundtrips_per_s, nl.roundtrips_per_s if nl else None),
@@ -274,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                         "error": r.error,
                         "server_cpu": r.server_cpu,
                         "server_rss": r.server_rss,
+                        "server_rss_idle": r.server_rss_idle,
                         "client_cpu": r.client_cpu,
                         "per_core": r.per_core,
                         "load": r.load.raw if r.load else None,
