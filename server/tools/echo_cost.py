@@ -131,7 +131,7 @@ def main() -> int:
     os.unlink(naive.name)
     best = {name: max(values) for name, values in per_cpu.items()}
     ratio = best["wsecho (picows)"] / best["naive picows echo"]
-    print(f"wsecho / naive, CPU per round trip (best of {args.rounds}): {ratio:.2f}")
+    print(f"wsecho / naive, round trips per server CPU second (best of {args.rounds}): {ratio:.2f}")
     return 0
 
 
