@@ -13,14 +13,19 @@ out=${2:?usage: $0 PYTHON_VERSION OUTDIR}
 pip=${PIP:-.venv/bin/pip}
 
 stamp="$out/.stamp"
-want=$(cat requirements/runtime.txt server/pyproject.toml client/pyproject.toml \
+want=$(cat "$0" requirements/runtime.txt server/pyproject.toml client/pyproject.toml \
         <(find server/src client/src -name '*.py' -type f -print0 | sort -z | xargs -0 cat) \
         | sha256sum | cut -c1-16)-$pyver
 if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
     echo unchanged
     exit 0
 fi
-rm -rf "$out" && mkdir -p "$out"
+# Build beside OUTDIR and swap it in at the end: a reader (another play copying the wheels) never
+# sees a half-built directory, and a failed build leaves the previous one in place.
+final=$out
+mkdir -p "$(dirname "$final")"
+out=$(mktemp -d "${final%/}.tmp.XXXXXX")
+trap 'rm -rf "$out"' EXIT
 # Binary wheels of the dependencies for the target interpreter (manylinux, x86_64 or the machine's arch).
 arch=$(uname -m)
 "$pip" download -q --only-binary=:all: --python-version "$pyver" --implementation cp \
@@ -28,5 +33,11 @@ arch=$(uname -m)
     --platform "linux_$arch" -d "$out" -r requirements/runtime.txt >&2
 # The kit's own packages: pure Python, built from this checkout.
 "$pip" wheel -q --no-deps --no-build-isolation -w "$out" ./server ./client >&2
-echo "$want" > "$stamp"
+# The pins travel with the wheels: hosts install with `-c constraints.txt`, so a stale or extra
+# wheel in a copied wheelhouse can never be picked instead of the pinned one.
+cp requirements/runtime.txt "$out/constraints.txt"
+echo "$want" > "$out/.stamp"
+chmod 0755 "$out"
+rm -rf "$final.old" && { [ ! -e "$final" ] || mv "$final" "$final.old"; } && mv "$out" "$final" && rm -rf "$final.old"
+trap - EXIT
 echo changed

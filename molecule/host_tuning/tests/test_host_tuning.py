@@ -99,4 +99,4 @@ def test_bad_input_is_refused() -> None:
     """A connection count that is not a number fails argument validation."""
     proc = _converge_check("-e", "host_tuning_connections=lots")
     assert proc.returncode != 0
-    assert "host_tuning_connections" in proc.stdout
+    assert "host_tuning_connections" in proc.stdout + proc.stderr
