@@ -1,0 +1,51 @@
+"""swarm_client on a lab container: wsswarm installed offline from the copied wheelhouse into
+/opt/echolab/venv, runnable, with the pinned dependency versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+VENV = "/opt/echolab/venv"
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements" / "runtime.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def test_wsswarm_runs_from_the_venv(host) -> None:
+    """`wsswarm --help` works and lists its subcommands."""
+    out = host.check_output(f"{VENV}/bin/wsswarm --help")
+    for command in ("run", "sample", "report"):
+        assert command in out
+
+
+def test_dependencies_are_the_pinned_versions(host) -> None:
+    """Every installed dependency that runtime.txt pins has exactly the pinned version."""
+    installed = {}
+    for line in host.check_output(f"{VENV}/bin/pip list --format=freeze").splitlines():
+        name, _, version = line.partition("==")
+        installed[name.lower()] = version
+    pins = _pins()
+    for name in ("picows", "psutil", "hdrhistogram", "uvloop"):
+        assert installed[name] == pins[name], name
+
+
+def test_wheelhouse_copied_with_constraints(host) -> None:
+    """The host keeps the wheels and the pins it was installed from."""
+    wheelhouse = host.file("/opt/echolab/wheelhouse")
+    assert wheelhouse.is_directory
+    names = wheelhouse.listdir()
+    assert "constraints.txt" in names
+    assert any(n.startswith("wsswarm-") and n.endswith(".whl") for n in names)
+
+
+def test_installed_without_an_index(host) -> None:
+    """No pip configuration points the host at an index: the install used the wheelhouse only."""
+    assert not host.file("/etc/pip.conf").exists
+    assert host.run(f"{VENV}/bin/python -c 'import wsswarm, picows, hdrh, psutil'").rc == 0
