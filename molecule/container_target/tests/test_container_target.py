@@ -149,10 +149,12 @@ def test_root_filesystem_is_read_only(host: Any, name: str, app: str, port: int)
 @pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
 def test_healthz_on_published_port(host: Any, name: str, app: str, port: int) -> None:
     """GET /healthz on the published host port answers 200 "ok" (through docker-proxy)."""
-    cmd = (
-        "python3 -c \"import urllib.request as u; r = u.urlopen('http://127.0.0.1:%d/healthz', timeout=5); "
-        'print(r.status, r.read().decode())"' % port
+    url = f"http://127.0.0.1:{port}/healthz"
+    code = (
+        f"import urllib.request as u; r = u.urlopen('{url}', timeout=5); "
+        "print(r.status, r.read().decode())"
     )
+    cmd = f'python3 -c "{code}"'
     out = host.run(cmd)
     assert out.rc == 0, out.stderr + diagnostics(host, name)
     assert out.stdout.split() == ["200", "ok"]
@@ -169,7 +171,7 @@ def test_websocket_echo_round_trip(host: Any, name: str, app: str, port: int) ->
 
 @pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
 def test_manifest_facts_file(host: Any, name: str, app: str, port: int) -> None:
-    """The facts file names the image the container runs and says that docker-proxy carries the port."""
+    """The facts file names the running image and says that docker-proxy carries the port."""
     facts = json.loads(host.file(f"/var/lib/echolab/container_{name}.json").content_string)
     info = inspect(host, name)
     assert facts["image_id"] == info["Image"]
