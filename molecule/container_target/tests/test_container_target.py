@@ -30,7 +30,8 @@ head, rest = head.split(b"\r\n\r\n", 1)
 if not head.startswith(b"HTTP/1.1 101"):
     sys.exit("handshake refused: %r" % head)
 mask = os.urandom(4)
-s.sendall(struct.pack("!BBH", 0x81, 0x80 | 126, len(text)) + mask
+assert len(text) < 126  # the minimal length encoding: 7 bits
+s.sendall(struct.pack("!BB", 0x81, 0x80 | len(text)) + mask
           + bytes(b ^ mask[i % 4] for i, b in enumerate(text)))
 buf = rest
 def need(n):
@@ -114,25 +115,19 @@ def test_limits_in_force(host: Any, name: str, app: str, port: int) -> None:
     limits = host.file(f"/proc/{pid}/limits").content_string
     line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
     assert line.split()[3:5] == ["16384", "16384"], line
-    # cgroup v1 (this machine) or v2: both express "one CPU" as quota == period.
+    # cgroup v1 (this machine; cpu mounted alone or as cpu,cpuacct) or v2: both express "one CPU"
+    # as quota == period.
     cgroup = host.file(f"/proc/{pid}/cgroup").content_string
-    cpu_path = next(
-        (
-            x.split(":", 2)[2]
-            for x in cgroup.splitlines()
-            if ":cpu," in x or ":cpu:" in x or x.startswith("0::")
-        ),
-        None,
-    )
-    assert cpu_path is not None, cgroup
-    v1 = host.file(f"/sys/fs/cgroup/cpu,cpuacct{cpu_path}/cpu.cfs_quota_us")
-    if v1.exists:
-        quota = int(v1.content_string)
-        period = int(
-            host.file(f"/sys/fs/cgroup/cpu,cpuacct{cpu_path}/cpu.cfs_period_us").content_string
-        )
+    path = cgroup.splitlines()[-1].split(":", 2)[2]
+    quota = period = -1
+    for base in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"):
+        v1 = host.file(f"{base}{path}/cpu.cfs_quota_us")
+        if v1.exists:
+            quota = int(v1.content_string)
+            period = int(host.file(f"{base}{path}/cpu.cfs_period_us").content_string)
+            break
     else:
-        quota_s, period_s = host.file(f"/sys/fs/cgroup{cpu_path}/cpu.max").content_string.split()
+        quota_s, period_s = host.file(f"/sys/fs/cgroup{path}/cpu.max").content_string.split()
         quota, period = int(quota_s), int(period_s)
     assert quota == period, f"quota={quota} period={period}"
 
