@@ -14,12 +14,14 @@ on purpose. The request path picks the behaviour of every `every`-th connection 
     wrong           upgrade, then echo a different text than received (client: echo_mismatch)
     drop            upgrade, then abort the TCP connection on the first message (client: dropped)
     slow            echo each message 1 s late (a light, steady load)
+    lateup          answer the upgrade 1.5 s late, then echo (a ramp that ends late)
 
 `/fault/mix` gives connections 2, 4, 6, ... one fault each, in the order 503, hang, reset,
 close1001, drop, wrong (then again); the odd ones echo.
 
 `--accept-limit N` closes the listening socket after N connections: later connects are refused.
-`GET /stats` answers JSON: upgrades (epoch times of upgrade requests) and messages echoed.
+`GET /stats` answers JSON: upgrades (epoch times of upgrade requests), messages echoed, and
+closes: {"<status code of each close frame received>": count} ("none" for an empty close).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import time
 from collections import Counter
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+LATE_UPGRADE_S = 1.5
 MIX = ("503", "hang", "reset", "close1001", "drop", "wrong")
 
 
@@ -46,6 +49,7 @@ class State:
         self.upgrades: list[float] = []
         self.messages = 0
         self.per_path: Counter[str] = Counter()
+        self.closes: Counter[str] = Counter()
         self.server: asyncio.base_events.Server | None = None
 
 
@@ -94,7 +98,11 @@ class Conn(asyncio.Protocol):
             headers[name.strip().lower()] = value.strip()
         if path == "/stats":
             body = json.dumps(
-                {"upgrades": self.state.upgrades, "messages": self.state.messages}
+                {
+                    "upgrades": self.state.upgrades,
+                    "messages": self.state.messages,
+                    "closes": self.state.closes,
+                }
             ).encode()
             self.transport.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
@@ -130,6 +138,15 @@ class Conn(asyncio.Protocol):
             self.transport.abort()
             return
         key = headers.get("sec-websocket-key", "").encode()
+        if self.fault == "lateup":
+            asyncio.get_running_loop().call_later(LATE_UPGRADE_S, self.upgrade, key)
+            return
+        self.upgrade(key)
+
+    def upgrade(self, key: bytes) -> None:
+        assert self.transport is not None
+        if self.transport.is_closing():
+            return
         accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
         self.transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -169,6 +186,8 @@ class Conn(asyncio.Protocol):
                 for i in range(length):
                     payload[i] ^= mask[i % 4]
             if opcode == 0x8:  # close: answer and end
+                code = str(struct.unpack("!H", payload[:2])[0]) if length >= 2 else "none"
+                self.state.closes[code] += 1
                 self.transport.write(frame(0x8, bytes(payload[:2])))
                 self.transport.close()
                 return

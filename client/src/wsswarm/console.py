@@ -32,7 +32,9 @@ class Console:
     def plain(self, line: str) -> None:
         self._write(line)
 
-    def started(self, args: argparse.Namespace, t0: float) -> None:
+    def started(
+        self, args: argparse.Namespace, t0: float, window: tuple[float, float] | None = None
+    ) -> None:
         if self.compat:
             return
         ramp_s = args.connections / args.connect_rate
@@ -42,6 +44,12 @@ class Console:
             f"{args.warmup:g} s, measure {args.duration:g} s, mode {args.mode}"
             + (f" at {args.rate:g}/s per connection" if args.mode == "open" else "")
             + f", start at {t0:.3f}"
+            + (
+                f", measured window {window[0] - t0:g}..{window[1] - t0:g} s after start "
+                "(fixed by --start-at, common to all hosts)"
+                if window
+                else ""
+            )
         )
 
     def tick(self, index: int, records: list[dict[str, Any]], target: int) -> None:

@@ -28,6 +28,15 @@ def close_kind(code: int) -> str:
     return f"close_{code}"
 
 
+def sendable_close_code(code: int) -> bool:
+    """Whether a close code may appear in a close frame (RFC 6455 7.4.1, 7.4.2, IANA registry).
+
+    1005, 1006 and 1015 only name what happened locally; 1004 is reserved; below 1000 and from
+    5000 on nothing is defined.
+    """
+    return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
 def classify(exc: BaseException) -> str:
     """Map an exception of `ws_connect` (or of our socket factory) to an error kind."""
     if isinstance(exc, WSHandshakeError):

@@ -128,6 +128,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="start the ramp at this wall-clock time (several client hosts start together)",
     )
     timing.add_argument(
+        "--measure-at",
+        type=float,
+        default=None,
+        metavar="EPOCH",
+        help="with --start-at: start the measured window here (a whole number of seconds after "
+        "--start-at) instead of the planned ramp + warm-up",
+    )
+    timing.add_argument(
         "--connect-timeout",
         type=_positive_float,
         default=10.0,
@@ -206,6 +214,15 @@ def validate(args: argparse.Namespace) -> None:
         )
     if args.start_at is not None and args.start_at < time.time() - 1:
         raise UsageError(f"--start-at {args.start_at} is in the past (now {time.time():.0f})")
+    if args.measure_at is not None:
+        if args.start_at is None:
+            raise UsageError("--measure-at needs --start-at (the window is aligned to its ticks)")
+        offset = args.measure_at - args.start_at
+        if offset < 0 or not math.isfinite(offset) or abs(offset - round(offset)) > 1e-3:
+            raise UsageError(
+                f"--measure-at {args.measure_at}: must be a whole number of seconds at or after "
+                f"--start-at {args.start_at} (ticks are on whole seconds from it)"
+            )
     if args.source_address is not None:
         try:
             ipaddress.ip_address(args.source_address)
@@ -219,7 +236,8 @@ def probe(target: Target, timeout: float, source_address: str | None) -> str | N
     Returns a fatal message when the target cannot be reached at all; a rejected handshake is
     only reported (the run counts those per connection).
     """
-    from picows import WSListener, ws_connect  # noqa: PLC0415 - keep CLI start-up light
+    # Imported here to keep the CLI start-up light.
+    from picows import WSCloseCode, WSListener, ws_connect  # noqa: PLC0415
 
     async def attempt() -> None:
         sock = socket.socket(target.family, socket.SOCK_STREAM)
@@ -239,7 +257,8 @@ def probe(target: Target, timeout: float, source_address: str | None) -> str | N
             websocket_handshake_timeout=timeout,
             max_redirects=0,
         )
-        transport.send_close()
+        # Always name the code: picows' default (NO_INFO) is 0 on the wire, a protocol error.
+        transport.send_close(WSCloseCode.OK)
         transport.disconnect()
         await transport.wait_disconnected()
 
@@ -260,6 +279,36 @@ def probe(target: Target, timeout: float, source_address: str | None) -> str | N
             flush=True,
         )
     return None
+
+
+def planned_ramp_s(connections: int, processes: int, connect_rate: float, compat: bool) -> float:
+    """How long the ramp takes by its schedule: the last attempt's offset plus one interval.
+
+    Paced mode: attempt j of all workers leaves at j/R, the last at (C-1)/R; one more interval
+    gives C/R, time for that last handshake on a healthy target. Compat: the biggest worker's
+    batches of 3, 200 ms apart.
+    """
+    if compat:
+        batches = math.ceil(max(split(connections, processes)) / 3)
+        return batches * COMPAT_STEP_S
+    return connections / connect_rate
+
+
+def planned_window(args: argparse.Namespace) -> tuple[float, float] | None:
+    """The measured window fixed in advance when several hosts share --start-at, else None.
+
+    Every host computes it from the shared parameters alone, never from its own ramp's actual
+    end: two hosts that round "ramp done + warm-up" each on their own land a tick apart, and
+    the report, which counts only the common window, then loses a second of each.
+    """
+    if args.start_at is None:
+        return None
+    if args.measure_at is not None:
+        start = float(args.start_at + round(args.measure_at - args.start_at))
+    else:
+        ramp = planned_ramp_s(args.connections, args.processes, args.connect_rate, args.compat)
+        start = args.start_at + math.ceil(ramp + args.warmup - 1e-9)
+    return start, start + args.duration
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -306,6 +355,10 @@ class Master:
         self.t0 = 0.0
         self.measure_start: float | None = None
         self.measure_end: float | None = None
+        # Fixed in advance (--start-at): every host measures the same seconds.
+        self.window_planned = False
+        self.ramp_done_at: float | None = None
+        self.late_ramp_warned = False
         self.started = time.time()
         self.status = "completed"
         self.message = ""
@@ -424,17 +477,40 @@ class Master:
             self.stop("error", body)
 
     def on_ramp_done(self) -> None:
-        if self.measure_start is not None or not all(w.ramp for w in self.workers):
+        if self.ramp_done_at is not None or not all(w.ramp for w in self.workers):
             return
         done = max(w.ramp["t"] for w in self.workers if w.ramp)
-        # The measured window starts on a tick boundary after ramp + warm-up.
+        self.ramp_done_at = done
+        opened = sum(w.ramp["open"] for w in self.workers if w.ramp)
+        self.console.ramp_complete(opened, done - self.t0)
+        if self.window_planned:
+            assert self.measure_start is not None
+            if done > self.measure_start:
+                self.warn_late_ramp(done)
+            return
+        # One host on its own: the window starts on the first tick boundary after ramp + warm-up.
         ready_at = max(done + self.args.warmup, time.time() + 0.05)
         k = math.ceil((ready_at - self.t0) - 1e-9)
         self.measure_start = self.t0 + k
         self.measure_end = self.measure_start + self.args.duration
         self.broadcast(("measure", (self.measure_start, self.measure_end)))
-        opened = sum(w.ramp["open"] for w in self.workers if w.ramp)
-        self.console.ramp_complete(opened, done - self.t0)
+
+    def warn_late_ramp(self, done: float | None) -> None:
+        """The planned window began before this host's ramp ended: keep it, but say so."""
+        if self.late_ramp_warned or self.measure_start is None:
+            return
+        self.late_ramp_warned = True
+        when = (
+            f"it ended {done - self.measure_start:.1f} s after the window began"
+            if done is not None
+            else "it was still running when the window began"
+        )
+        self.console.plain(
+            f"WARNING: the ramp was not complete when the common measured window began ({when}); "
+            "this host keeps the window shared with the other hosts, so its first measured "
+            "seconds include ramp and warm-up. Lower --connections or raise --connect-rate, "
+            "--warmup or --measure-at."
+        )
 
     def on_tick(self, worker: WorkerState, record: dict[str, Any]) -> None:
         worker.last_tick = record
@@ -497,13 +573,26 @@ class Master:
         self.wait_ready(time.time() + 30)
         self.t0 = args.start_at if args.start_at is not None else time.time() + 0.2
         self.broadcast(("start", self.t0))
-        self.console.started(args, self.t0)
+        window = planned_window(args)
+        if window is not None:
+            self.window_planned = True
+            self.measure_start, self.measure_end = window
+            self.broadcast(("measure", window))
+        self.console.started(args, self.t0, window)
         next_compat = time.time() + 1.0
         while not all(w.end is not None for w in self.workers):
             timeout = 0.2
             if args.compat:
                 timeout = max(0.0, min(timeout, next_compat - time.time()))
             self.poll(timeout)
+            if (
+                self.window_planned
+                and self.ramp_done_at is None
+                and self.measure_start is not None
+                # A tick of grace: the workers' ramp_done may still be in the pipe.
+                and time.time() > self.measure_start + 1.0
+            ):
+                self.warn_late_ramp(None)
             if args.compat and time.time() >= next_compat:
                 next_compat += 1.0
                 self.compat_print()
@@ -606,6 +695,14 @@ class Master:
                 "first_attempt": min(firsts) if firsts else None,
                 "last_attempt": max(lasts) if lasts else None,
                 "completed": max(dones) if dones else None,
+                # False: the window (fixed by --start-at for all hosts) began before the ramp
+                # ended on this host; null: the ramp never ended.
+                "completed_before_window": (
+                    None
+                    if not dones or len(dones) < len(self.workers) or self.measure_start is None
+                    else max(dones) <= self.measure_start
+                ),
+                "window": "planned" if self.window_planned else "after_ramp",
             },
             "roundtrips_total": sum(e.get("roundtrips_total", 0) for e in ends),
             "messages_sent": sum(e.get("sent_total", 0) for e in ends),

@@ -27,12 +27,16 @@ from multiprocessing.connection import Connection
 from time import perf_counter_ns
 from typing import IO, Any, ClassVar
 
-from picows import WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode, WSListener, WSMsgType, WSTransport, ws_connect
 
 from wsswarm import errors, latency
 
 TEXT = WSMsgType.TEXT
 CLOSE = WSMsgType.CLOSE
+# picows' send_close() defaults to WSCloseCode.NO_INFO, which is 0 on the wire: not a valid close
+# code (RFC 6455 7.4), so a real server answers with 1002 and logs a protocol error. Always name
+# the code.
+NORMAL_CLOSURE = WSCloseCode.OK  # 1000
 FORMAT_VERSION = 1
 COMPAT_BATCH = 3  # 2017: BATCH_SIZE
 COMPAT_BATCH_DELAY_S = 0.2  # 2017: BATCH_DELAY
@@ -225,9 +229,19 @@ def _other_frame(conn: _Conn, transport: WSTransport, frame: Any) -> None:
         if not conn.w.closing:
             conn.closed_by_server = True
             conn.w.errors[errors.close_kind(code)] += 1
-        transport.send_close(frame.get_close_code())
+        # Echo the server's code (RFC 6455 5.5.1) when it is one that may be sent; a close without
+        # a code (or with a reserved one) is answered with 1000.
+        transport.send_close(_reply_code(code))
         transport.disconnect()
     # PING is answered by picows (auto pong); PONG and BINARY are not expected: ignored.
+
+
+def _reply_code(code: int) -> WSCloseCode:
+    """The code to answer a server's close with: its own when valid on the wire, else 1000."""
+    if errors.sendable_close_code(code):
+        with contextlib.suppress(ValueError):
+            return WSCloseCode(code)
+    return NORMAL_CLOSURE
 
 
 class Worker:
@@ -580,7 +594,7 @@ class Worker:
         conns = list(self.conns)
         for conn in conns:
             if conn.transport is not None:
-                conn.transport.send_close()
+                conn.transport.send_close(NORMAL_CLOSURE)
                 conn.transport.disconnect()
         deadline = self.loop.time() + 1.0
         while self.conns and self.loop.time() < deadline:
