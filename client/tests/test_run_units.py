@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import random
 from pathlib import Path
@@ -10,7 +11,14 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from wsswarm import cli, errors, latency, limits
 from wsswarm.console import Console
-from wsswarm.run import UsageError, parse_url, split, sustained_cpu
+from wsswarm.run import (
+    UsageError,
+    parse_url,
+    planned_ramp_s,
+    planned_window,
+    split,
+    sustained_cpu,
+)
 
 
 def test_record_bulk_equals_record_value_one_by_one() -> None:
@@ -178,3 +186,43 @@ def test_ramp_shows_a_live_bar_on_a_terminal_and_lines_elsewhere() -> None:
     Console("lines", compat=False, connections=100, stream=plain).tick(1, [_tick("ramp", 25)], 100)
     assert "\r" not in plain.getvalue()
     assert plain.getvalue().startswith("   1s ramp    open 25/100")
+
+
+def _window_args(**kw: object) -> argparse.Namespace:
+    base: dict[str, object] = {
+        "start_at": 1000.0, "measure_at": None, "connections": 10_000, "processes": 5,
+        "connect_rate": 75.0, "compat": False, "warmup": 10.0, "duration": 60.0,
+    }  # fmt: skip
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_planned_window_is_the_same_for_every_host() -> None:
+    """From the shared parameters only: start + ceil(C/R + warm-up), whole seconds from start."""
+    # 10,000 at 75/s: 133.3 s of ramp + 10 s warm-up -> 144 s after the start.
+    assert planned_window(_window_args()) == (1144.0, 1204.0)
+    # On a whole second already: not pushed to the next one.
+    assert planned_window(_window_args(connections=750, warmup=0.0)) == (1010.0, 1070.0)
+    # The split over processes does not change the plan (attempts interleave).
+    assert planned_window(_window_args(processes=3)) == planned_window(_window_args())
+    # No --start-at: one host alone, the window follows its actual ramp (None here).
+    assert planned_window(_window_args(start_at=None)) is None
+    # --measure-at wins over the plan.
+    assert planned_window(_window_args(measure_at=1030.0)) == (1030.0, 1090.0)
+
+
+def test_planned_ramp_of_the_2017_batches() -> None:
+    """Compat: the biggest worker's batches of 3, 200 ms apart (2000 per worker: 667 batches)."""
+    assert planned_ramp_s(10_000, 5, 75.0, compat=True) == pytest.approx(667 * 0.2)
+    assert planned_ramp_s(10_000, 5, 75.0, compat=False) == pytest.approx(10_000 / 75)
+
+
+@pytest.mark.parametrize(
+    ("code", "sendable"),
+    [(0, False), (999, False), (1000, True), (1001, True), (1003, True), (1004, False),
+     (1005, False), (1006, False), (1007, True), (1011, True), (1015, False), (2999, False),
+     (3000, True), (4999, True), (5000, False)],
+)  # fmt: skip
+def test_close_codes_that_may_be_sent(code: int, sendable: bool) -> None:
+    """RFC 6455 7.4: 1005, 1006, 1015 are never on the wire (picows' NO_INFO is 0)."""
+    assert errors.sendable_close_code(code) is sendable
