@@ -214,7 +214,8 @@ def test_peer_that_stops_reading(limited: Service, raw_client: Any) -> None:
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline and pushed < 512 * 1024 * 1024:
             try:
-                pushed += stalled.sock.send(frame)
+                # Resume where the last partial send stopped, so the frames stay well-formed.
+                pushed += stalled.sock.send(frame[pushed % len(frame) :])
             except BlockingIOError:
                 time.sleep(0.01)
         # Only socket buffers (a few MiB each way on loopback) and a bounded write buffer could
