@@ -33,16 +33,22 @@ def ansible_playbook(inventory: Path, *args: str, timeout: int) -> subprocess.Co
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
     env.update(PY_COLORS="0", ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    try:
+        return subprocess.run(
+            ["ansible-playbook", "-i", str(inventory), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else exc.output
+        pytest.fail(
+            f"ansible-playbook {' '.join(args)} took over {timeout} s:\n{(out or '')[-20000:]}"
+        )
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:
