@@ -18,6 +18,7 @@ from wsswarm.run import (
     planned_window,
     split,
     sustained_cpu,
+    window_missed,
 )
 
 
@@ -226,3 +227,13 @@ def test_planned_ramp_of_the_2017_batches() -> None:
 def test_close_codes_that_may_be_sent(code: int, sendable: bool) -> None:
     """RFC 6455 7.4: 1005, 1006, 1015 are never on the wire (picows' NO_INFO is 0)."""
     assert errors.sendable_close_code(code) is sendable
+
+
+def test_a_host_ready_after_the_planned_window_is_told_why() -> None:
+    """Workers ready after the common window ended: a clear error, not an empty measurement."""
+    assert window_missed(None, 1000.0, 5000.0) is None  # no --start-at: the window follows
+    assert window_missed((1004.0, 1006.0), 1000.0, 1005.9) is None  # part of it is left
+    message = window_missed((1004.0, 1006.0), 1000.0, 1011.0)
+    assert message is not None
+    assert message.startswith("the workers were ready only 11.0 s after --start-at")
+    assert "(4..6 s after it) had already ended" in message

@@ -311,6 +311,17 @@ def planned_window(args: argparse.Namespace) -> tuple[float, float] | None:
     return start, start + args.duration
 
 
+def window_missed(window: tuple[float, float] | None, t0: float, now: float) -> str | None:
+    """Why a host cannot measure when its workers were ready at `now`, after the planned window."""
+    if window is None or now < window[1]:
+        return None
+    return (
+        f"the workers were ready only {now - t0:.1f} s after --start-at, when the common "
+        f"measured window ({window[0] - t0:g}..{window[1] - t0:g} s after it) had already "
+        "ended: start the hosts earlier before --start-at"
+    )
+
+
 def split(total: int, parts: int) -> list[int]:
     """`total` spread over `parts` as evenly as possible (the first ones get one more)."""
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
@@ -579,6 +590,15 @@ class Master:
             self.measure_start, self.measure_end = window
             self.broadcast(("measure", window))
         self.console.started(args, self.t0, window)
+        late = time.time() - self.t0
+        too_late = window_missed(window, self.t0, time.time())
+        if too_late:
+            self.stop("error", too_late)
+        elif late > 0.5:
+            self.console.plain(
+                f"WARNING: the workers were ready {late:.1f} s after --start-at: the ramp "
+                "starts late (attempts already due are launched at once)"
+            )
         next_compat = time.time() + 1.0
         while not all(w.end is not None for w in self.workers):
             timeout = 0.2
