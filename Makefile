@@ -32,6 +32,7 @@ lint: bootstrap
 	$(BIN)/ansible-lint
 
 test: lint
+	scripts/autobahn.sh >/dev/null   # the conformance suite (Python 2.7), installed once into .cache/
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: bootstrap

@@ -28,6 +28,12 @@ if [ -z "$python2" ] && command -v pyenv >/dev/null 2>&1; then
     candidate="$(pyenv root)/versions/2.7.18/bin/python2.7"
     [ -x "$candidate" ] && python2=$candidate
 fi
+if [ -z "$python2" ]; then
+    # pyenv's own folder, for environments where the pyenv command is not on PATH (e.g. CI).
+    for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/2.7.*/bin/python2.7; do
+        [ -x "$candidate" ] && python2=$candidate
+    done
+fi
 if [ -z "$python2" ] && command -v python2.7 >/dev/null 2>&1; then
     python2=$(command -v python2.7)
 fi
