@@ -546,7 +546,9 @@ def test_real_runs_of_two_hosts_merge_exactly(
         [*WSSWARM, "sample", "--pid", str(server.pid), "--interval", "0.5", "--out", str(sample)]
     )
     # Both runs start their ramp at the same wall-clock second (start-up takes seconds here).
-    at = str(time.time() + 5)
+    # Generous: under load the workers of two concurrent runs take seconds to start, and a host
+    # whose workers are ready only after the planned window fails.
+    at = str(time.time() + 10)
     url = f"ws://127.0.0.1:{port}/"
     runs = [
         subprocess.Popen(
@@ -588,7 +590,8 @@ def test_real_runs_of_two_hosts_merge_exactly(
     assert not any("summary.json counts" in w for w in echo["warnings"])
     # The merged histogram holds every round trip counted in the common window.
     assert latency.decode(echo["histogram"]).get_total_count() == echo["roundtrips"]
-    assert 0 < echo["roundtrips"] <= sum(h["roundtrips"] for h in hosts.values())
+    # Both hosts measured the same planned window, so the merge loses nothing.
+    assert 0 < echo["roundtrips"] == sum(h["roundtrips"] for h in hosts.values())
     assert echo["connections"]["attempted"] == 40
     assert echo["connections"]["failed"] == 0
     assert echo["server"]["samples"] >= 1
