@@ -7,6 +7,9 @@
 #
 # Prints "changed" when it built something, "unchanged" when OUTDIR was already complete.
 set -euo pipefail
+# Reproducible wheels: the same sources give byte-identical wheels, so images built from them
+# are rebuilt only when the code changes (idempotence of the target roles).
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800}
 cd "$(dirname "$0")/.."
 pyver=${1:?usage: $0 PYTHON_VERSION OUTDIR}
 out=${2:?usage: $0 PYTHON_VERSION OUTDIR}
