@@ -36,7 +36,7 @@ test: lint
 	scripts/autobahn.sh >/dev/null   # the conformance suite (Python 2.7), installed once into .cache/
 	$(BIN)/pytest -m "not wip" $(PYTEST_ARGS)
 
-# The lab tests still marked `wip` (see tests/): the VM and container scenarios, teardown, end to end.
+# The lab tests still marked `wip` (see tests/): the container scenario and the end-to-end run.
 test-wip: bootstrap
 	$(BIN)/pytest -m wip $(PYTEST_ARGS)
 
