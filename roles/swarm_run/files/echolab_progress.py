@@ -3,8 +3,11 @@
 
 Waits until --until (epoch seconds, at most --max-wait seconds from now), then prints one JSON
 object: the current round-trips/s (sum over workers of their latest tick), open connections,
-attempts, failures, the phase, and how many workers have ended. Read-only; used by the swarm_run
-role's progress loop so that a running target is never a silent wait.
+attempts, failures, the phase, and how many workers have ended. A worker that has already ended
+counts with its last measured tick, and once the run's summary.json exists its measured
+round-trips/s is reported too: a short run that ends between two of Ansible's polls must not read
+as 0 round-trips/s. Read-only; used by the swarm_run role's progress loop so that a running target
+is never a silent wait.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ TAIL_BYTES = 65536
 STALE_S = 5.0
 
 
-def last_records(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """Return (start record, last complete record) of a JSON-lines worker file."""
+def last_records(
+    path: Path,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """Return (start record, last complete record, last measured tick) of a worker file."""
     start: dict[str, Any] | None = None
     last: dict[str, Any] | None = None
+    measured: dict[str, Any] | None = None
     with path.open("rb") as handle:
         first = handle.readline()
         try:
@@ -38,10 +44,29 @@ def last_records(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | No
                 record = json.loads(raw)
             except ValueError:
                 continue  # a partly written last line or a cut first line
-            if isinstance(record, dict):
+            if not isinstance(record, dict):
+                continue
+            if last is None:
                 last = record
+            if record.get("type") == "tick" and record.get("phase") == "measure":
+                measured = record
                 break
-    return start, last
+    return start, last, measured
+
+
+def tick_rate(tick: dict[str, Any]) -> float:
+    """Round trips per second of one tick record."""
+    interval = float(tick.get("interval_s") or 1.0)
+    return float(tick.get("roundtrips", 0)) / max(interval, 1e-3)
+
+
+def summary_rate(out_dir: Path) -> float | None:
+    """The measured round-trips/s of a finished run (its summary.json), None before it exists."""
+    try:
+        value = json.loads((out_dir / "summary.json").read_text()).get("roundtrips_per_s")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return round(float(value), 1) if isinstance(value, int | float) else None
 
 
 def progress(out_dir: Path, now: float) -> dict[str, Any]:
@@ -57,10 +82,11 @@ def progress(out_dir: Path, now: float) -> dict[str, Any]:
         "attempted": 0,
         "failed": 0,
         "summary": (out_dir / "summary.json").exists(),
+        "measured_roundtrips_per_s": summary_rate(out_dir),
     }
     for path in workers:
         try:
-            _, last = last_records(path)
+            _, last, measured = last_records(path)
         except OSError:
             continue
         if last is None:
@@ -68,6 +94,8 @@ def progress(out_dir: Path, now: float) -> dict[str, Any]:
         if last.get("type") == "end":
             result["ended"] += 1
             phases["ended"] += 1
+            if measured is not None:
+                result["roundtrips_per_s"] += tick_rate(measured)
             continue
         if last.get("type") != "tick":
             phases["starting"] += 1
@@ -76,8 +104,7 @@ def progress(out_dir: Path, now: float) -> dict[str, Any]:
         if now - float(last.get("t", 0.0)) > STALE_S:
             result["stale"] += 1
             continue
-        interval = float(last.get("interval_s") or 1.0)
-        result["roundtrips_per_s"] += float(last.get("roundtrips", 0)) / max(interval, 1e-3)
+        result["roundtrips_per_s"] += tick_rate(last)
         result["open"] += int(last.get("open", 0))
         result["attempted"] += int(last.get("attempted", 0))
         result["failed"] += int(last.get("failed", 0))
