@@ -18,7 +18,7 @@ import asyncio
 import codecs
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 
 from picows import (
     WSCloseCode,
@@ -34,6 +34,7 @@ from picows.picows import WSAutoPingStrategy, WSProtocol  # type: ignore[attr-de
 
 from wsecho.common import CLOSE_TIMEOUT, REJECT_BODY, EventLog, http_endpoint
 from wsecho.config import Settings
+from wsecho.mask import apply_mask
 from wsecho.metrics import Metrics
 
 log = logging.getLogger("wsecho.picows")
@@ -54,6 +55,287 @@ _PENDING, _WEBSOCKET, _HTTP, _REJECTED = range(4)
 def valid_close_code(code: int) -> bool:
     """May `code` appear in a close frame? (RFC 6455 7.4, IANA registry: 1012-1014 added later)."""
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+# Opcodes (RFC 6455 5.2), for wsecho's own frame layer.
+_OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+# First header byte of an unfragmented text / binary frame (FIN set, no reserved bits).
+_FIN_TEXT, _FIN_BINARY = 0x80 | _OP_TEXT, 0x80 | _OP_BINARY
+# The two header bytes of every small server frame, prebuilt: the echo path only looks one up.
+_SMALL_HEADS = {
+    first: tuple(bytes((first, size)) for size in range(126)) for first in (_FIN_TEXT, _FIN_BINARY)
+}
+
+
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+def _frame_head(opcode: int, size: int) -> bytes:
+    """Header of an unmasked, unfragmented server frame with a `size`-byte payload."""
+    first = 0x80 | opcode
+    if size < 126:
+        return bytes((first, size))
+    if size < 65536:
+        return bytes((first, 126)) + size.to_bytes(2, "big")
+    return bytes((first, 127)) + size.to_bytes(8, "big")
+
+
+class _LeanConnection(asyncio.Protocol):
+    """An open WebSocket connection after picows' handshake: wsecho's own frame layer.
+
+    picows keeps a read buffer (>= 2 KiB), a write buffer (1 KiB), a transport and two futures
+    per connection: ~6 KB of an idle connection's memory. Once the handshake is done, this small
+    protocol takes over the TCP transport instead: the event loop reads into its one shared
+    buffer (uvloop and asyncio both do for a plain `Protocol`), a whole frame is parsed and
+    answered within `data_received`, and nothing is kept between reads except a frame that
+    arrived in pieces. An idle connection is this object (five slots) plus the loop's transport.
+
+    The hot path is one unfragmented, masked text or binary frame of up to 125 bytes per read
+    (the 2017 load): a few integer tests, the C unmask, a UTF-8 check (free for ASCII), one write.
+    Everything else goes through `_parse`, which implements the rest of RFC 6455 for a server.
+    """
+
+    __slots__ = ("_closing", "_decoder", "_frag", "_rest", "_tcp")
+
+    # Set on the per-server subclass (see PicowsServer): class attributes, not per-connection.
+    server: ClassVar[PicowsServer]
+    metrics: ClassVar[Metrics]
+    max_size: ClassVar[int]
+    fast_max: ClassVar[int]  # min(125, max_size): the largest payload the hot path takes
+
+    def __init__(self, tcp: asyncio.Transport) -> None:
+        self._tcp = tcp
+        # Bytes of an incomplete frame; None means "nothing pending, no fragmented message, not
+        # closing", the only state in which the hot path applies.
+        self._rest: bytearray | None = None
+        self._frag: bytearray | None = None  # a fragmented message being reassembled
+        self._decoder: codecs.IncrementalDecoder | None = None  # its UTF-8 check (text)
+        self._closing = False  # our close frame is sent: input is discarded from now on
+
+    def data_received(self, data: bytes) -> None:
+        if self._rest is None:
+            size = len(data)
+            if size >= 6:
+                first = data[0]
+                length = data[1] - 0x80  # negative when the frame is not masked
+                if size == length + 6 and length <= self.fast_max:
+                    if first == _FIN_TEXT:
+                        payload = apply_mask(data[6:], data[2:6])
+                        if not payload.isascii():
+                            try:
+                                payload.decode()
+                            except UnicodeDecodeError:
+                                self._fail(1007, "invalid UTF-8 in text message")
+                                return
+                    elif first == _FIN_BINARY:
+                        payload = apply_mask(data[6:], data[2:6])
+                    else:
+                        self._parse(data)
+                        return
+                    self._tcp.write(_SMALL_HEADS[first][length] + payload)
+                    metrics = self.metrics
+                    metrics.messages_total += 1
+                    metrics.bytes_total += length
+                    return
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        """Every frame that is not the hot path's: pieces, fragments, control frames, errors."""
+        if self._closing:
+            return
+        buf: bytes | bytearray
+        rest = self._rest
+        if rest:
+            rest += data
+            buf = rest
+        else:
+            buf = data
+        pos = 0
+        end = len(buf)
+        while end - pos >= 2 and not self._closing:
+            first = buf[pos]
+            second = buf[pos + 1]
+            fin = first & 0x80
+            opcode = first & 0x0F
+            if first & 0x70:
+                self._fail(1002, "reserved bits set, no extension")
+                return
+            if not second & 0x80:
+                self._fail(1002, "unmasked client frame")
+                return
+            if opcode >= _OP_CLOSE:
+                if opcode > _OP_PONG:
+                    self._fail(1002, f"reserved opcode {opcode}")
+                    return
+                if not fin:
+                    self._fail(1002, "fragmented control frame")
+                    return
+            elif opcode > _OP_BINARY:
+                self._fail(1002, f"reserved opcode {opcode}")
+                return
+            length = second & 0x7F
+            head = pos + 2
+            if length == 126:
+                if end - head < 2:
+                    break
+                length = int.from_bytes(buf[head : head + 2], "big")
+                head += 2
+            elif length == 127:
+                if end - head < 8:
+                    break
+                length = int.from_bytes(buf[head : head + 8], "big")
+                head += 8
+            if opcode >= _OP_CLOSE:
+                if length > 125:
+                    self._fail(1002, "control frame longer than 125 bytes")
+                    return
+            else:
+                if opcode == _OP_CONT:
+                    if self._frag is None:
+                        self._fail(1002, "continuation without a message")
+                        return
+                    total = len(self._frag) + length
+                elif self._frag is not None:
+                    self._fail(1002, "new message inside a fragmented one")
+                    return
+                else:
+                    total = length
+                if total > self.max_size:  # checked before the payload is waited for
+                    self._fail(1009, "message too big")
+                    return
+            stop = head + 4 + length
+            if stop > end:
+                break
+            payload = apply_mask(buf[head + 4 : stop], buf[head : head + 4])
+            pos = stop
+            self._frame(opcode, fin, payload)
+        if self._closing or (pos == end and self._frag is None):
+            self._rest = None
+        elif rest is None or not rest:
+            self._rest = bytearray(buf[pos:])
+        else:
+            del rest[:pos]
+            self._rest = rest
+
+    def _frame(self, opcode: int, fin: int, payload: bytes) -> None:
+        """One complete, well-formed frame."""
+        if opcode == _OP_PING:
+            self._tcp.write(_frame_head(_OP_PONG, len(payload)) + payload)
+            return
+        if opcode == _OP_PONG:
+            return  # unsolicited pongs are allowed and ignored
+        if opcode == _OP_CLOSE:
+            self._close_received(payload)
+            return
+        frag = self._frag
+        if frag is None:  # a new message
+            if fin:
+                if opcode == _OP_TEXT and not payload.isascii():
+                    try:
+                        payload.decode()
+                    except UnicodeDecodeError:
+                        self._fail(1007, "invalid UTF-8 in text message")
+                        return
+                self._send(opcode, payload)
+                return
+            # The first fragment. A text message always has a decoder, a binary one never: the
+            # decoder slot also says which type to echo.
+            frag = self._frag = bytearray()
+            self._decoder = _utf8_decoder() if opcode == _OP_TEXT else None
+        if self._decoder is not None:
+            # Validate as the fragments come, so invalid text fails at the first bad fragment.
+            try:
+                self._decoder.decode(payload, bool(fin))
+            except UnicodeDecodeError:
+                self._fail(1007, "invalid UTF-8 in text message")
+                return
+        frag += payload
+        if fin:
+            opcode = _OP_TEXT if self._decoder is not None else _OP_BINARY
+            self._frag = None
+            self._decoder = None
+            self._send(opcode, frag)
+
+    def _send(self, opcode: int, payload: bytes | bytearray) -> None:
+        """Echo one whole message."""
+        size = len(payload)
+        self._tcp.write(_frame_head(opcode, size))
+        self._tcp.write(payload)
+        metrics = self.metrics
+        metrics.messages_total += 1
+        metrics.bytes_total += size
+
+    def _close_received(self, payload: bytes) -> None:
+        """The peer's close frame: echo its status code (RFC 6455 5.5.1), then end the TCP
+        connection (the server closes first, 7.1.1). A partial message is dropped."""
+        if not payload:
+            code = 1000
+        elif len(payload) == 1:
+            self._fail(1002, "close frame with a one-byte payload")
+            return
+        else:
+            code = int.from_bytes(payload[:2], "big")
+            if not valid_close_code(code):
+                self._fail(1002, f"bad close code {code}")
+                return
+            try:
+                payload[2:].decode()
+            except UnicodeDecodeError:
+                self._fail(1007, "invalid UTF-8 in close reason")
+                return
+        self._closing = True
+        self._frag = self._decoder = None
+        tcp = self._tcp
+        tcp.write(bytes((0x80 | _OP_CLOSE, 2)) + code.to_bytes(2, "big"))
+        tcp.close()  # after the write buffer is flushed
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, tcp.abort)  # a peer that won't read
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection because of the peer (RFC 6455 7.1.7)."""
+        self.server.event(logging.WARNING, "closing %s with %d: %s", self.peer, code, reason)
+        self.close_with(code, reason.encode())
+
+    def close_with(self, code: int, reason: bytes) -> None:
+        """Send a close frame, then a TCP FIN; whatever the peer still sends is read and dropped
+        (closing the socket at once could turn unread input into a reset that destroys our close
+        frame). The peer closes its side in answer; if it does not, it is dropped after
+        CLOSE_TIMEOUT."""
+        if self._closing:
+            return
+        self._closing = True
+        self._rest = bytearray()  # keeps the hot path off: input goes to _parse, which drops it
+        self._frag = self._decoder = None
+        tcp = self._tcp
+        body = code.to_bytes(2, "big") + reason
+        tcp.write(_frame_head(_OP_CLOSE, len(body)) + body)
+        tcp.write_eof()
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, tcp.abort)  # no-op once closed
+
+    @property
+    def peer(self) -> str:
+        """The client's address, for log lines (computed only when one is written)."""
+        peer = self._tcp.get_extra_info("peername")
+        return f"{peer[0]}:{peer[1]}" if peer else "?"
+
+    def abort(self) -> None:
+        self._tcp.abort()
+
+    def eof_received(self) -> bool:
+        return False  # the peer is done: close our side too
+
+    def pause_writing(self) -> None:
+        # The peer does not read its echoes: stop reading its messages until it catches up, so
+        # its data waits in its own socket buffer instead of in our memory.
+        self._tcp.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self._tcp.is_closing():
+            self._tcp.resume_reading()
+
+    def connection_lost(self, _exc: Exception | None) -> None:
+        self.server.lean.discard(self)
+        self.metrics.connections_current -= 1
+        self._rest = self._frag = self._decoder = None
 
 
 class _EchoListener(WSListener):
@@ -77,6 +359,12 @@ class _EchoListener(WSListener):
         metrics = proto.server.metrics
         metrics.connections_current += 1
         metrics.connections_total += 1
+        if proto.take_over():
+            # picows' objects of this connection are garbage now; cutting this reference cycle
+            # lets reference counting free them at once rather than the cyclic GC some time later.
+            self._proto = None  # type: ignore[assignment]
+            return
+        # The connection stays on picows (the client sent data before our handshake response).
         # picows keeps the handshake request and response for the connection's lifetime; their
         # header dictionaries are ~1 KiB per connection that nothing reads again.
         transport.request.headers = None  # type: ignore[assignment]
@@ -203,6 +491,10 @@ class _ConnectionLog:
     def __init__(self, proto: _Protocol) -> None:
         self._proto = proto
 
+    def detach(self) -> None:
+        """The connection moved to a _LeanConnection: cut the reference cycle with picows."""
+        self._proto = None  # type: ignore[assignment]
+
     def isEnabledFor(self, _level: int) -> bool:
         return False  # picows' debug logging stays off: it would cost on every frame
 
@@ -244,23 +536,56 @@ class _ConnectionLog:
         log.exception("picows: " + msg, *args)
 
 
-class _Protocol(WSProtocol):  # type: ignore[misc]
-    """picows' protocol, plus the bookkeeping of one TCP connection."""
+class _Detached(asyncio.BufferedProtocol):
+    """A stand-in protocol set on a transport between picows' protocol and _LeanConnection.
 
-    __slots__ = ("reason", "server", "state", "tcp")
+    uvloop keeps the `get_buffer` and `buffer_updated` methods of the last buffered protocol of
+    a transport even after `set_protocol()` to a plain one; had picows' protocol been the last,
+    those bound methods would keep its whole connection state (buffers included) alive. These
+    are static functions of one shared class, so what stays referenced costs nothing.
+    """
+
+    @staticmethod
+    def get_buffer(_sizehint: int) -> memoryview:
+        raise RuntimeError("a detached wsecho protocol was asked for a read buffer")
+
+    @staticmethod
+    def buffer_updated(_nbytes: int) -> None:
+        raise RuntimeError("a detached wsecho protocol received data")
+
+
+_DETACHED = _Detached()
+
+
+class _Protocol(WSProtocol):  # type: ignore[misc]
+    """picows' protocol during the handshake (and the plain HTTP requests), plus bookkeeping.
+
+    Once a WebSocket handshake succeeds, `take_over()` moves the TCP transport to a
+    _LeanConnection and this object, its listener and picows' buffers are freed. Only when the
+    client sent data right behind its upgrade request (RFC 6455 4.1 says it must wait for the
+    response; few do) is that data already in picows' buffer, out of reach: that connection then
+    stays on picows, served by _EchoListener.
+    """
+
+    __slots__ = ("head", "log", "reason", "server", "state", "tcp", "view")
 
     def __init__(self, server: PicowsServer) -> None:
         self.server = server
         self.state = _PENDING
         self.reason = ""
         self.tcp: asyncio.Transport | None = None
+        # Everything received until the handshake completes (picows' own copy is private), to
+        # know whether anything follows the request; and picows' last read buffer, to fill it.
+        self.head: bytes | None = b""
+        self.view: memoryview | None = None
+        self.log = _ConnectionLog(self)
         settings = server.settings
         super().__init__(
             None,  # host:port (client side only)
             None,  # path (client side only)
             False,  # is_client_side
             self._route,  # called with the parsed HTTP request
-            _ConnectionLog(self),
+            self.log,
             True,  # disconnect_on_exception: a bug in a callback closes with 1011
             settings.handshake_timeout,
             False,  # enable_auto_ping: idle clients are legitimate (the 2017 load is idle-ish)
@@ -277,6 +602,34 @@ class _Protocol(WSProtocol):  # type: ignore[misc]
         self.tcp = transport  # type: ignore[assignment]
         self.server.protocols.add(self)
         super().connection_made(transport)
+
+    def get_buffer(self, size_hint: int) -> memoryview:
+        view: memoryview = super().get_buffer(size_hint)
+        if self.head is not None:
+            self.view = view
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.head is not None and self.view is not None:
+            self.head += self.view[:nbytes]  # before picows parses it (and may call take_over)
+            self.view = None
+        super().buffer_updated(nbytes)
+
+    def take_over(self) -> bool:
+        """Called when the handshake succeeded: move the connection to a _LeanConnection, unless
+        data follows the request in picows' buffer. True if it moved."""
+        head, self.head = self.head, None
+        tcp = self.tcp
+        if head is None or tcp is None or head.find(b"\r\n\r\n") + 4 != len(head):
+            return False
+        server = self.server
+        lean = server.lean_type(tcp)
+        server.protocols.discard(self)
+        server.lean.add(lean)
+        tcp.set_protocol(_DETACHED)
+        tcp.set_protocol(lean)  # the event loop restarts reading with the new protocol
+        self.log.detach()
+        return True
 
     @property
     def peer(self) -> str:
@@ -329,7 +682,23 @@ class PicowsServer:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
+        # Connections in picows: handshakes, plain HTTP requests, the rare ones that stay.
         self.protocols: set[_Protocol] = set()
+        # Open WebSocket connections moved to wsecho's frame layer.
+        self.lean: set[_LeanConnection] = set()
+        # The lean protocol class of this server: its settings are class attributes, so that
+        # connections do not carry them.
+        self.lean_type: type[_LeanConnection] = type(
+            "LeanConnection",
+            (_LeanConnection,),
+            {
+                "__slots__": (),
+                "server": self,
+                "metrics": metrics,
+                "max_size": settings.max_message_size,
+                "fast_max": min(125, settings.max_message_size),
+            },
+        )
         self.event = EventLog(log)
         self._server: asyncio.Server | None = None
 
@@ -351,6 +720,8 @@ class PicowsServer:
     async def shutdown(self) -> None:
         assert self._server is not None
         self._server.close()
+        for conn in list(self.lean):
+            conn.close_with(1001, b"server shutting down")
         for proto in list(self.protocols):
             transport = proto.transport
             if proto.state == _WEBSOCKET and transport is not None:
@@ -360,8 +731,10 @@ class PicowsServer:
         # Give clients a moment to answer the close frame, then drop whoever has not.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CLOSE_TIMEOUT
-        while self.protocols and loop.time() < deadline:
+        while (self.protocols or self.lean) and loop.time() < deadline:
             await asyncio.sleep(0.05)
+        for conn in list(self.lean):
+            conn.abort()
         for proto in list(self.protocols):
             if proto.tcp is not None:
                 proto.tcp.abort()
