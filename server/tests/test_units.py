@@ -1,13 +1,18 @@
-"""Unit tests of the small pieces that need no server: metrics text, the log rate limit."""
+"""Unit tests of the small pieces that need no server: metrics text, the log rate limit,
+unmasking."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 from wsecho.common import EventLog, http_endpoint
 from wsecho.logs import JsonFormatter
+from wsecho.mask import apply_mask, load_c_apply_mask, python_apply_mask
 from wsecho.metrics import Metrics, resident_memory_bytes
 
 
@@ -61,3 +66,29 @@ def test_json_formatter_one_object_per_line() -> None:
     assert entry["level"] == "warning"
     assert entry["peer"] == "127.0.0.1:1"
     assert entry["time"].endswith("Z")
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 125, 126, 65535, 65536, 1_000_003])
+def test_unmask_c_and_python_agree(size: int) -> None:
+    """websockets' C apply_mask (loaded without the websockets package) and the pure-Python
+    fallback both XOR the payload with the repeated 4-byte mask (RFC 6455 5.3)."""
+    c_apply_mask = load_c_apply_mask()
+    assert c_apply_mask is not None, "websockets' C extension did not load"
+    data, mask = os.urandom(size), os.urandom(4)
+    expected = bytes(byte ^ mask[i % 4] for i, byte in enumerate(data[:4096]))
+    for unmask in (c_apply_mask, python_apply_mask):
+        result = unmask(data, mask)
+        assert len(result) == size
+        assert result[:4096] == expected
+        assert unmask(result, mask) == data
+        assert unmask(bytearray(data), bytearray(mask)) == result
+    assert apply_mask is not python_apply_mask  # the service uses the C one
+
+
+def test_unmask_does_not_import_the_websockets_package() -> None:
+    """Loading the C extension must not run websockets/__init__.py (it costs ~3 MB of RSS)."""
+    code = "import sys, wsecho.mask; print(sorted(m for m in sys.modules if 'websockets' in m))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "['websockets.speedups']"

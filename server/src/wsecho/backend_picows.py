@@ -20,22 +20,22 @@ import logging
 from http import HTTPStatus
 from typing import Any, ClassVar
 
-from picows import (
+from wsecho.common import CLOSE_TIMEOUT, REJECT_BODY, EventLog, http_endpoint
+from wsecho.config import Settings
+from wsecho.mask import apply_mask
+from wsecho.metrics import Metrics
+from wsecho.picows_core import (
+    WSAutoPingStrategy,
     WSCloseCode,
     WSFrame,
     WSListener,
     WSMsgType,
+    WSProtocol,
     WSTransport,
     WSUpgradeRequest,
     WSUpgradeResponse,
     WSUpgradeResponseWithListener,
 )
-from picows.picows import WSAutoPingStrategy, WSProtocol  # type: ignore[attr-defined]
-
-from wsecho.common import CLOSE_TIMEOUT, REJECT_BODY, EventLog, http_endpoint
-from wsecho.config import Settings
-from wsecho.mask import apply_mask
-from wsecho.metrics import Metrics
 
 log = logging.getLogger("wsecho.picows")
 
