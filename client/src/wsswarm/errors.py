@@ -6,7 +6,9 @@ import asyncio
 import errno
 import socket
 
-from picows import WSHandshakeError
+from wsswarm.wsclient import HandshakeError, sendable_close_code
+
+__all__ = ["classify", "close_kind", "describe", "sendable_close_code"]
 
 # Failures of an attempt (the connection never opened).
 REFUSED = "refused"
@@ -14,7 +16,7 @@ TIMEOUT = "timeout"
 RESET = "reset"
 ADDR_NOT_AVAILABLE = "addr_not_available"
 TOO_MANY_OPEN_FILES = "too_many_open_files"
-HANDSHAKE_INVALID = "handshake_invalid"  # a 101 answer that is not a valid WebSocket upgrade
+HANDSHAKE_INVALID = "handshake_invalid"  # not HTTP, or a 101 that is not a valid WS upgrade
 UNREACHABLE = "unreachable"
 OTHER = "other"
 # Ends of an open connection that the client did not ask for.
@@ -28,21 +30,11 @@ def close_kind(code: int) -> str:
     return f"close_{code}"
 
 
-def sendable_close_code(code: int) -> bool:
-    """Whether a close code may appear in a close frame (RFC 6455 7.4.1, 7.4.2, IANA registry).
-
-    1005, 1006 and 1015 only name what happened locally; 1004 is reserved; below 1000 and from
-    5000 on nothing is defined.
-    """
-    return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
-
-
 def classify(exc: BaseException) -> str:
-    """Map an exception of `ws_connect` (or of our socket factory) to an error kind."""
-    if isinstance(exc, WSHandshakeError):
-        response = exc.response
-        if response is not None and int(response.status) != 101:
-            return f"handshake_{int(response.status)}"
+    """Map an exception of a connection attempt (TCP connect or upgrade) to an error kind."""
+    if isinstance(exc, HandshakeError):
+        if exc.status is not None and exc.status != 101:
+            return f"handshake_{exc.status}"
         return HANDSHAKE_INVALID
     if isinstance(exc, ConnectionRefusedError):
         return REFUSED

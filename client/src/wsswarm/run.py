@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from wsswarm import __version__, errors, latency, limits
+from wsswarm import __version__, errors, latency, limits, wsclient
 from wsswarm.console import Console
 from wsswarm.worker import FORMAT_VERSION, WorkerConfig, worker_main
 
@@ -230,37 +230,43 @@ def validate(args: argparse.Namespace) -> None:
             raise UsageError(f"--source-address {args.source_address}: not an IP address") from None
 
 
+class _ProbeConn(wsclient.ClientProtocol):
+    """The probe's connection: it only needs to know when the connection has ended."""
+
+    __slots__ = ("lost",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_lost(self) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
 def probe(target: Target, timeout: float, source_address: str | None) -> str | None:
     """One WebSocket handshake (no message) before the workers start.
 
     Returns a fatal message when the target cannot be reached at all; a rejected handshake is
     only reported (the run counts those per connection).
     """
-    # Imported here to keep the CLI start-up light.
-    from picows import WSCloseCode, WSListener, ws_connect  # noqa: PLC0415
 
     async def attempt() -> None:
         sock = socket.socket(target.family, socket.SOCK_STREAM)
         sock.setblocking(False)
+        loop = asyncio.get_running_loop()
         try:
             if source_address:
                 sock.bind((source_address, 0))
-            loop = asyncio.get_running_loop()
             await asyncio.wait_for(loop.sock_connect(sock, target.address), timeout)
         except BaseException:
             sock.close()
             raise
-        transport, _ = await ws_connect(
-            WSListener,
-            target.url,
-            socket_factory=lambda _u: sock,
-            websocket_handshake_timeout=timeout,
-            max_redirects=0,
-        )
-        # Always name the code: picows' default (NO_INFO) is 0 on the wire, a protocol error.
-        transport.send_close(WSCloseCode.OK)
-        transport.disconnect()
-        await transport.wait_disconnected()
+        host, path = wsclient.host_and_path(target.url)
+        conn = await wsclient.connect(loop, _ProbeConn, sock, host=host, path=path, timeout=timeout)
+        conn.send_close()  # 1000; then wait (bounded) until the connection has ended
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(conn.lost, timeout)
 
     try:
         asyncio.run(attempt())

@@ -1,10 +1,10 @@
 """One wsswarm worker process: its share of the connections, one event loop, no thread.
 
-Per-connection state is one small listener object with `__slots__` (no Task per connection once
-it is open): picows calls `on_ws_frame` for each echo, the listener records the latency and sends
-the next message from inside that callback (closed loop). The worker ticks once a second on the
-master's wall-clock schedule, folds the tick's raw latencies into an HDR histogram, writes one
-JSON line to its file and hands the same record to the master over a pipe.
+Per-connection state is one small protocol object with `__slots__` (no Task per connection once
+it is open, see wsclient.py): uvloop calls `data_received` with each echo, the connection records
+the latency and sends the next message from inside that callback (closed loop). The worker ticks
+once a second on the master's wall-clock schedule, folds the tick's raw latencies into an HDR
+histogram, writes one JSON line to its file and hands the same record to the master over a pipe.
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ from multiprocessing.connection import Connection
 from time import perf_counter_ns
 from typing import IO, Any, ClassVar
 
-from picows import WSCloseCode, WSListener, WSMsgType, WSTransport, ws_connect
-
 from wsswarm import errors, latency
+from wsswarm.wsclient import (
+    TEXT,
+    ClientProtocol,
+    connect,
+    host_and_path,
+    masked_frame,
+    server_frame,
+)
 
-TEXT = WSMsgType.TEXT
-CLOSE = WSMsgType.CLOSE
-# picows' send_close() defaults to WSCloseCode.NO_INFO, which is 0 on the wire: not a valid close
-# code (RFC 6455 7.4), so a real server answers with 1002 and logs a protocol error. Always name
-# the code.
-NORMAL_CLOSURE = WSCloseCode.OK  # 1000
 FORMAT_VERSION = 1
 COMPAT_BATCH = 3  # 2017: BATCH_SIZE
 COMPAT_BATCH_DELAY_S = 0.2  # 2017: BATCH_DELAY
@@ -72,23 +72,22 @@ class WorkerConfig:
     drain_timeout: float = 2.0
 
 
-class _Conn(WSListener):
-    """Closed loop: one message in flight, the next is sent from the echo's callback."""
+class _Conn(ClientProtocol):
+    """Closed loop: one message in flight, the next is sent as soon as its echo is read."""
 
-    __slots__ = ("closed_by_server", "opened", "sent", "sent_ns", "transport")
+    # sent: the echo frame expected back (the server's unmasked frame of what was sent).
+    __slots__ = ("closed_by_server", "opened", "sent", "sent_ns")
     # The one worker of this process, as a class attribute: one slot less per connection.
     w: ClassVar[Worker]
 
     def __init__(self) -> None:
-        self.transport: WSTransport | None = None
+        super().__init__()
         self.sent: bytes | None = None
         self.sent_ns = 0
         self.opened = False
         self.closed_by_server = False
 
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        _forget_handshake(transport)
-        self.transport = transport
+    def on_open(self) -> None:
         self.opened = True
         w = self.w
         w.on_open(self)
@@ -101,33 +100,47 @@ class _Conn(WSListener):
         # have (offset refreshed every tick) to save a clock call per message.
         now_ms = (now + w.wall_offset_ns) // 1_000_000
         if now_ms != w.payload_ms:
-            # Connections that send within the same millisecond share one bytes object.
-            w.payload_ms = now_ms
-            w.payload = b'{"timestamp":%d}' % now_ms
-        payload = w.payload
-        self.sent = payload
+            w.new_payload(now_ms)
+        self.sent = w.echo
         self.sent_ns = now
-        self.transport.send(TEXT, payload)  # type: ignore[union-attr]
+        self.transport.write(w.frame)  # type: ignore[union-attr]
         w.sent_total += 1
 
-    def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
-        now = perf_counter_ns()
-        w = self.w
-        # Hot path first: the echo of what we sent (reading msg_type builds an enum: slower).
-        if frame.get_payload_as_bytes() == self.sent:
+    def data_received(self, data: bytes) -> None:
+        # Hot path: one read holding exactly the echo of what we sent, as one frame (the usual
+        # case for ~30-byte messages): a single bytes comparison checks header and payload.
+        if data == self.sent and self.rest is None:
+            now = perf_counter_ns()
+            w = self.w
             # Latency includes this process's own handling of the echo: what a user would see.
             w.lat_append((now - self.sent_ns) // 1000)
-        elif frame.msg_type is TEXT:
-            w.errors[errors.ECHO_MISMATCH] += 1
+            if w.sending:
+                self.send_next(now)
+            else:
+                self.sent = None
         else:
-            _other_frame(self, transport, frame)
-            return
+            self.receive(data)
+
+    def on_text(self, payload: bytes) -> None:
+        # General path (split or coalesced reads, fragmented messages).
+        now = perf_counter_ns()
+        w = self.w
+        sent = self.sent
+        if sent is not None and payload == sent[2:]:
+            w.lat_append((now - self.sent_ns) // 1000)
+        else:
+            w.errors[errors.ECHO_MISMATCH] += 1
         if w.sending:
             self.send_next(now)
         else:
             self.sent = None
 
-    def on_ws_disconnected(self, transport: WSTransport) -> None:  # noqa: ARG002
+    def on_close_frame(self, code: int) -> None:
+        if not self.w.closing:
+            self.closed_by_server = True
+            self.w.errors[errors.close_kind(code)] += 1
+
+    def on_lost(self) -> None:
         self.w.on_disconnected(self)
 
     def in_flight(self) -> int:
@@ -137,30 +150,36 @@ class _Conn(WSListener):
 class _CompatConn(_Conn):
     """2017 semantics as well: latency = Date.now() - echoed timestamp, whole wall-clock ms."""
 
-    # on_ws_frame repeats _Conn's on purpose: a compat hook called from _Conn.on_ws_frame would cost
-    # every default-mode echo a call; here only --compat pays for the extra JSON parse.
+    # The fast path repeats _Conn's on purpose: a compat hook called from _Conn.data_received
+    # would cost every default-mode echo a call; here only --compat pays for the JSON parse.
     __slots__ = ()
 
-    def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
-        now = perf_counter_ns()
-        w = self.w
-        payload = frame.get_payload_as_bytes()
-        if payload == self.sent:
+    def data_received(self, data: bytes) -> None:
+        if data == self.sent and self.rest is None:
+            now = perf_counter_ns()
+            w = self.w
             w.lat_append((now - self.sent_ns) // 1000)
-            try:
-                w.compat_lat_ms += time.time_ns() // 1_000_000 - json.loads(payload)["timestamp"]
-                w.compat_rt += 1
-            except (ValueError, KeyError, TypeError):
-                pass
-        elif frame.msg_type is TEXT:
-            w.errors[errors.ECHO_MISMATCH] += 1
+            self.compat_latency(data[2:])
+            if w.sending:
+                self.send_next(now)
+            else:
+                self.sent = None
         else:
-            _other_frame(self, transport, frame)
-            return
-        if w.sending:
-            self.send_next(now)
-        else:
-            self.sent = None
+            self.receive(data)
+
+    def on_text(self, payload: bytes) -> None:
+        sent = self.sent
+        if sent is not None and payload == sent[2:]:
+            self.compat_latency(payload)
+        super().on_text(payload)
+
+    def compat_latency(self, payload: bytes) -> None:
+        w = self.w
+        try:
+            w.compat_lat_ms += time.time_ns() // 1_000_000 - json.loads(payload)["timestamp"]
+            w.compat_rt += 1
+        except (ValueError, KeyError, TypeError):
+            pass
 
 
 class _OpenConn(_Conn):
@@ -172,9 +191,7 @@ class _OpenConn(_Conn):
         super().__init__()
         self.queue: deque[tuple[int, bytes]] = deque()
 
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        _forget_handshake(transport)
-        self.transport = transport
+    def on_open(self) -> None:
         self.opened = True
         self.w.on_open(self)
 
@@ -185,65 +202,30 @@ class _OpenConn(_Conn):
             return
         now_ms = (intended_ns + w.wall_offset_ns) // 1_000_000
         if now_ms != w.payload_ms:
-            w.payload_ms = now_ms
-            w.payload = b'{"timestamp":%d}' % now_ms
-        payload = w.payload
-        self.queue.append((intended_ns, payload))
-        self.transport.send(TEXT, payload)  # type: ignore[union-attr]
+            w.new_payload(now_ms)
+        self.queue.append((intended_ns, w.echo))
+        self.transport.write(w.frame)  # type: ignore[union-attr]
         w.sent_total += 1
 
-    def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
-        if frame.msg_type is TEXT:
-            now = perf_counter_ns()
-            w = self.w
-            if not self.queue:
-                w.errors[errors.ECHO_MISMATCH] += 1
-                return
-            intended, sent = self.queue.popleft()
-            if frame.get_payload_as_bytes() == sent:
-                # From the intended send time: a stalled server or client cannot hide
-                # behind coordinated omission.
-                w.lat_append((now - intended) // 1000)
-            else:
-                w.errors[errors.ECHO_MISMATCH] += 1
+    def data_received(self, data: bytes) -> None:
+        self.receive(data)
+
+    def on_text(self, payload: bytes) -> None:
+        now = perf_counter_ns()
+        w = self.w
+        if not self.queue:
+            w.errors[errors.ECHO_MISMATCH] += 1
             return
-        _other_frame(self, transport, frame)
+        intended, sent = self.queue.popleft()
+        if payload == sent[2:]:
+            # From the intended send time: a stalled server or client cannot hide behind
+            # coordinated omission.
+            w.lat_append((now - intended) // 1000)
+        else:
+            w.errors[errors.ECHO_MISMATCH] += 1
 
     def in_flight(self) -> int:
         return len(self.queue)
-
-
-def _forget_handshake(transport: WSTransport) -> None:
-    """Drop the parsed upgrade headers picows keeps for the connection's life (~2.3 KB each)."""
-    request: Any = transport.request
-    response: Any = transport.response
-    if request is not None:
-        request.headers = None
-    if response is not None:
-        response.headers = None
-        response.body = None
-
-
-def _other_frame(conn: _Conn, transport: WSTransport, frame: Any) -> None:
-    if frame.msg_type is CLOSE:
-        raw = frame.get_payload_as_bytes()
-        code = int.from_bytes(raw[:2], "big") if len(raw) >= 2 else 1005
-        if not conn.w.closing:
-            conn.closed_by_server = True
-            conn.w.errors[errors.close_kind(code)] += 1
-        # Echo the server's code (RFC 6455 5.5.1) when it is one that may be sent; a close without
-        # a code (or with a reserved one) is answered with 1000.
-        transport.send_close(_reply_code(code))
-        transport.disconnect()
-    # PING is answered by picows (auto pong); PONG and BINARY are not expected: ignored.
-
-
-def _reply_code(code: int) -> WSCloseCode:
-    """The code to answer a server's close with: its own when valid on the wire, else 1000."""
-    if errors.sendable_close_code(code):
-        with contextlib.suppress(ValueError):
-            return WSCloseCode(code)
-    return NORMAL_CLOSURE
 
 
 class Worker:
@@ -255,6 +237,7 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         # Schedule: loop time of the master's epoch t0.
         self.mono_t0 = self.loop.time() + (cfg.t0 - time.time())
+        self.host_header, self.path = host_and_path(cfg.url)
         self.listener_cls: type[_Conn] = (
             _OpenConn if cfg.mode == "open" else _CompatConn if cfg.compat else _Conn
         )
@@ -274,8 +257,11 @@ class Worker:
         self.lat_append = self.lat.append
         self.compat_rt = 0
         self.compat_lat_ms = 0
+        # The message of the current millisecond, shared by every connection sending in it:
+        # as the masked frame to write and as the echo frame expected back.
         self.payload_ms = -1
-        self.payload = b""
+        self.frame = b""
+        self.echo = b""
         # State
         self.sending = True
         self.closing = False
@@ -301,6 +287,19 @@ class Worker:
 
     # ---- connections -------------------------------------------------------------------
 
+    def new_payload(self, now_ms: int) -> None:
+        """Build the 2017 message of millisecond `now_ms`, once for all its senders.
+
+        One random masking key per message, not per frame: RFC 6455 wants the key
+        unpredictable (it protects intermediaries from cache poisoning by crafted payloads);
+        a key drawn from os.urandom each millisecond is that, and masking once instead of per
+        send keeps the hot path a single write of ready bytes.
+        """
+        payload = b'{"timestamp":%d}' % now_ms
+        self.payload_ms = now_ms
+        self.frame = masked_frame(TEXT, payload)
+        self.echo = server_frame(TEXT, payload)
+
     def on_open(self, conn: _Conn) -> None:
         self.opened += 1
         self.open_now += 1
@@ -321,7 +320,7 @@ class Worker:
             # Paced like the ramp so that a server that drops everything is not hammered.
             self.loop.call_later(1.0 / self.cfg.connect_rate, self.launch_attempt)
 
-    async def _socket(self, _parsed_url: Any) -> socket.socket:
+    async def _socket(self) -> socket.socket:
         sock = socket.socket(self.cfg.family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
@@ -350,23 +349,16 @@ class Worker:
 
     async def _attempt(self) -> None:
         try:
-            _, listener_or_none = await ws_connect(
+            sock = await self._socket()
+            # The TCP connect has its own timeout in _socket; this one bounds the upgrade.
+            await connect(
+                self.loop,
                 self.listener_cls,
-                self.cfg.url,
-                socket_factory=self._socket,
-                # The TCP connect has its own timeout in _socket; this bounds the upgrade.
-                websocket_handshake_timeout=self.cfg.connect_timeout,
-                read_buffer_init_size=0,  # picows rounds up to its 2 KB minimum
-                max_frame_size=MAX_FRAME,
-                max_redirects=0,
-                logger_name="wsswarm",
-                # aiofastnet's transports cost ~5 KB more per connection than uvloop's.
-                use_aiofastnet=False,
+                sock,
+                host=self.host_header,
+                path=self.path,
+                timeout=self.cfg.connect_timeout,
             )
-            listener: object = listener_or_none
-            if listener is None:
-                # picows returns no listener when the peer closed during the handshake.
-                self._fail(errors.RESET, "connection closed by the server during the handshake")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -593,11 +585,8 @@ class Worker:
         while self.loop.time() < deadline and any(c.in_flight() for c in self.conns):
             await asyncio.sleep(0.02)
         self.closing = True
-        conns = list(self.conns)
-        for conn in conns:
-            if conn.transport is not None:
-                conn.transport.send_close(NORMAL_CLOSURE)
-                conn.transport.disconnect()
+        for conn in list(self.conns):
+            conn.send_close()  # 1000; the transport closes once the frame is written
         deadline = self.loop.time() + 1.0
         while self.conns and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
