@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +35,9 @@ def test_text_and_binary_round_trip_byte_for_byte(service: Service) -> None:
         "héllo wörld ✓ 𝄞",
         b"",
         bytes(range(256)),
+        "x" * 125,  # the largest payload with a 7-bit length
+        "y" * 126,  # the smallest with a 16-bit length
+        os.urandom(65535),  # the largest with a 16-bit length
         os.urandom(70_000),
         os.urandom(1024 * 1024),  # exactly --max-message-size: still accepted
     ]
@@ -51,6 +56,55 @@ def test_echoes_keep_their_order(service: Service) -> None:
             ws.send(f"message {i}" if i % 2 else f"message {i}".encode())
         for i in range(1000):
             assert ws.recv() in (f"message {i}", f"message {i}".encode())
+
+
+def test_frames_split_over_reads_and_packed_into_one(service: Service, raw_client: Any) -> None:
+    """A frame arriving in pieces is echoed once whole; frames sent together are all echoed."""
+    with raw_client(service.port) as client:
+        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        frame = raw_client.frame(0x1, b'{"timestamp": 1700000000000}')
+        for piece in (frame[:1], frame[1:2], frame[2:5], frame[5:9], frame[9:]):
+            client.sock.sendall(piece)
+            time.sleep(0.02)  # separate reads on the server, most likely
+        assert client.recv_frame() == (0x1, b'{"timestamp": 1700000000000}')
+        big = os.urandom(3000)
+        four = raw_client.frame(0x1, b"four")
+        client.sock.sendall(
+            raw_client.frame(0x1, b"one")
+            + raw_client.frame(0x2, b"two")
+            + raw_client.frame(0x2, big)
+            + four[:3]
+        )
+        client.sock.sendall(four[3:])
+        assert [client.recv_frame() for _ in range(4)] == [
+            (0x1, b"one"),
+            (0x2, b"two"),
+            (0x2, big),
+            (0x1, b"four"),
+        ]
+
+
+def test_data_right_behind_the_upgrade_request(service: Service, raw_client: Any) -> None:
+    """A client that sends frames without waiting for the 101 (RFC 6455 4.1 says it must wait)
+    is still served: the frames are echoed, later ones too, and a close is echoed."""
+    with raw_client(service.port, handshake=False) as client:
+        key = base64.b64encode(os.urandom(16)).decode()
+        bird = raw_client.frame(0x2, b"bird")
+        client.sock.sendall(
+            f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+            + raw_client.frame(0x1, b"early")
+            + bird[:4]  # and half a frame
+        )
+        assert client.read_http_head()[0].startswith("HTTP/1.1 101")
+        assert client.recv_frame() == (0x1, b"early")
+        client.sock.sendall(bird[4:])
+        assert client.recv_frame() == (0x2, b"bird")
+        client.send_frame(0x1, b"later")
+        assert client.recv_frame() == (0x1, b"later")
+        client.send_frame(0x8, (1000).to_bytes(2, "big"))
+        assert client.recv_close_code() == 1000
 
 
 def test_fragmented_message_is_echoed_whole(service: Service, raw_client: Any) -> None:
