@@ -92,3 +92,26 @@ def test_unmask_does_not_import_the_websockets_package() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "['websockets.speedups']"
+
+
+def test_picows_core_is_imported_without_picows_client_modules() -> None:
+    """The server loads picows' core only (its client API, SOCKS and aiofastnet cost ~3 MB);
+    a later `import picows` still gets the whole package, sharing the core module."""
+    code = (
+        "import sys\n"
+        "import wsecho.backend_picows as b\n"
+        "from wsecho.picows_core import block_aiofastnet\n"
+        "heavy = ('picows.api', 'picows.proxy', 'aiofastnet', 'python_socks')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "with block_aiofastnet():\n"
+        "    try:\n"
+        "        import aiofastnet\n"
+        "    except ImportError:\n"
+        "        print('blocked')\n"
+        "import picows\n"
+        "print(picows.WSMsgType is b.WSMsgType, callable(picows.ws_connect))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines() == ["[]", "blocked", "True True"]

@@ -1,10 +1,14 @@
-"""Memory of wsecho with N open, idle WebSocket connections (the issue's "<= 60 MB at 10,000").
+"""Memory of wsecho with N open, idle WebSocket connections, and its connect ramp (the issue's
+"<= 60 MB at 10,000" and "10,000 connections opened at 1,000/s with zero refused").
 
-    python server/tools/rss_probe.py --backend picows --connections 10000
+    python server/tools/rss_probe.py --backend picows --connections 10000 [--connect-rate 1000]
 
-Starts wsecho on 127.0.0.1 (port 0), opens the connections from several client processes (each
-under the 20,000 open-file limit), echoes one 2017-style message on each, waits for the server to
-settle, and prints the server's RSS (from /proc/<pid>/status) before and after. Loopback only.
+Starts wsecho on 127.0.0.1 (port 0) and reads its idle RSS; opens the connections from several
+client processes (each under the 20,000 open-file limit) on a fixed schedule of --connect-rate
+attempts per second, each one connect + upgrade + one 2017-style message echoed within 10 s;
+waits two seconds for the server to settle and reads its RSS again (from /proc/<pid>/status: the
+server process only, the clients are separate processes). Prints the RSS figures, then the ramp:
+attempts, achieved rate, and how many opened, were refused, reset or timed out. Loopback only.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import time
 from pathlib import Path
 
 PER_PROCESS = 2500
+CONNECT_TIMEOUT = 10.0  # seconds for connect + upgrade + first echo (as the bench's client)
 
 
 def rss_bytes(pid: int) -> int:
@@ -34,39 +39,90 @@ def rss_bytes(pid: int) -> int:
     return int(match.group(1)) * 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _frame(payload: bytes) -> bytes:
     key = os.urandom(4)
     masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
     return bytes([0x81, 0x80 | len(payload)]) + key + masked
 
 
-async def _hold(
-    port: int,
-    count: int,
-    ready: multiprocessing.synchronize.Event,
-    stop: multiprocessing.synchronize.Event,
-) -> None:
-    writers = []
-    request = (
-        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
+REQUEST = (
+    "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
 
-    async def one() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+async def _open_one(port: int, writers: list[asyncio.StreamWriter]) -> None:
+    """Connect, upgrade, echo one 2017 message; the connection then stays open, idle."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
         key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(request.format(key=key).encode())
+        writer.write(REQUEST.format(key=key).encode())
         head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise ValueError(head.split(b"\r\n", 1)[0].decode(errors="replace"))
         message = json.dumps({"timestamp": int(time.time() * 1000)}).encode()
         writer.write(_frame(message))
         echo = await reader.readexactly(2 + len(message))
-        assert echo[2:] == message
-        writers.append(writer)
+        if echo[2:] != message:
+            raise ValueError("wrong echo")
+    except BaseException:
+        writer.close()
+        raise
+    writers.append(writer)
 
-    for start in range(0, count, 100):  # 100 at a time: a ramp, not a SYN flood
-        await asyncio.gather(*(one() for _ in range(min(100, count - start))))
-    ready.set()
+
+def _outcome(exc: BaseException | None) -> str:
+    if exc is None:
+        return "open"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, (ConnectionResetError, asyncio.IncompleteReadError, BrokenPipeError)):
+        return "reset"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout"
+    return f"error: {exc!r}"
+
+
+async def _hold(
+    port: int,
+    count: int,
+    rate: float,
+    results: multiprocessing.Queue[dict[str, float]],
+    stop: multiprocessing.synchronize.Event,
+) -> None:
+    writers: list[asyncio.StreamWriter] = []
+    outcomes: dict[str, float] = {}
+
+    async def attempt() -> None:
+        try:
+            await asyncio.wait_for(_open_one(port, writers), CONNECT_TIMEOUT)
+            exc = None
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as err:
+            exc = err
+        key = _outcome(exc)
+        outcomes[key] = outcomes.get(key, 0) + 1
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tasks = []
+    for i in range(count):
+        # Attempts on a fixed schedule (rate per second), not "as fast as the last one finished":
+        # a slow server must not slow the ramp down, it must show up as timeouts.
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(attempt()))
+    last_attempt = loop.time() - start
+    await asyncio.gather(*tasks)
+    outcomes["ramp_seconds"] = last_attempt
+    outcomes["completed_seconds"] = loop.time() - start
+    results.put(outcomes)
     while not stop.is_set():
         await asyncio.sleep(0.2)
     for writer in writers:
@@ -76,18 +132,25 @@ async def _hold(
 def _client(
     port: int,
     count: int,
-    ready: multiprocessing.synchronize.Event,
+    rate: float,
+    results: multiprocessing.Queue[dict[str, float]],
     stop: multiprocessing.synchronize.Event,
 ) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 100), hard))
-    asyncio.run(_hold(port, count, ready, stop))
+    asyncio.run(_hold(port, count, rate, results, stop))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", default="picows", choices=("picows", "websockets"))
     parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument(
+        "--connect-rate",
+        type=float,
+        default=1000.0,
+        help="new connections per second, all client processes together (default 1000)",
+    )
     args = parser.parse_args()
 
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -117,20 +180,28 @@ def main() -> int:
             time.sleep(0.05)
         assert port, Path(log.name).read_text()
         idle = rss_bytes(server.pid)
+        cpu_before = cpu_seconds(server.pid)
         stop = multiprocessing.Event()
+        results: multiprocessing.Queue[dict[str, float]] = multiprocessing.Queue()
+        processes = -(-args.connections // PER_PROCESS)
         clients = []
-        started = time.monotonic()
         for first in range(0, args.connections, PER_PROCESS):
-            ready = multiprocessing.Event()
+            count = min(PER_PROCESS, args.connections - first)
             proc = multiprocessing.Process(
-                target=_client, args=(port, min(PER_PROCESS, args.connections - first), ready, stop)
+                target=_client,
+                args=(port, count, args.connect_rate / processes, results, stop),
             )
             proc.start()
-            clients.append((proc, ready))
-        for proc, ready in clients:
-            while not ready.wait(1):
-                assert proc.is_alive(), "a client process failed"
-        opened = time.monotonic() - started
+            clients.append(proc)
+        totals: dict[str, float] = {}
+        ramp = completed = 0.0
+        for _ in clients:
+            outcome = results.get(timeout=args.connections / args.connect_rate + 120)
+            ramp = max(ramp, outcome.pop("ramp_seconds"))
+            completed = max(completed, outcome.pop("completed_seconds"))
+            for key, value in outcome.items():
+                totals[key] = totals.get(key, 0) + value
+        server_cpu = cpu_seconds(server.pid) - cpu_before
         time.sleep(2)
         loaded = rss_bytes(server.pid)
         metrics = subprocess.run(
@@ -141,14 +212,25 @@ def main() -> int:
         ).stdout
         current = re.search(r"^wsecho_connections_current (\d+)", metrics, re.MULTILINE)
         stop.set()
-        for proc, _ in clients:
+        for proc in clients:
             proc.join(30)
         server.send_signal(signal.SIGTERM)
         server.wait(10)
+    failed = {key: int(value) for key, value in totals.items() if key != "open"}
     print(
         f"backend={args.backend} connections={current.group(1) if current else '?'} "
-        f"opened_in={opened:.1f}s rss_idle={idle / 1e6:.1f}MB rss_loaded={loaded / 1e6:.1f}MB "
+        f"rss_idle={idle / 1e6:.1f}MB rss_loaded={loaded / 1e6:.1f}MB "
         f"per_connection={(loaded - idle) / args.connections:.0f}B"
+    )
+    print(
+        f"ramp: {args.connections} attempts at {args.connect_rate:g}/s in {ramp:.1f} s "
+        f"(achieved {args.connections / max(ramp, 1e-9):.0f}/s), all settled after "
+        f"{completed:.1f} s; open={int(totals.get('open', 0))} failed={sum(failed.values())} "
+        f"{failed if failed else ''}".rstrip()
+    )
+    print(
+        f"server CPU during the ramp: {server_cpu:.1f} s "
+        f"({server_cpu / args.connections * 1e6:.0f} us per connection)"
     )
     return 0
 

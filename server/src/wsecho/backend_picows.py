@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import logging
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -35,6 +36,7 @@ from wsecho.picows_core import (
     WSUpgradeRequest,
     WSUpgradeResponse,
     WSUpgradeResponseWithListener,
+    block_aiofastnet,
 )
 
 log = logging.getLogger("wsecho.picows")
@@ -701,9 +703,11 @@ class PicowsServer:
         )
         self.event = EventLog(log)
         self._server: asyncio.Server | None = None
+        self._running = contextlib.ExitStack()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._running.enter_context(block_aiofastnet())
         self._server = await loop.create_server(
             lambda: _Protocol(self),
             self.settings.host,
@@ -739,3 +743,4 @@ class PicowsServer:
             if proto.tcp is not None:
                 proto.tcp.abort()
         await asyncio.sleep(0)  # let connection_lost callbacks run
+        self._running.close()

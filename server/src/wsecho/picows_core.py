@@ -6,13 +6,21 @@ echo server never uses, a tenth of the 60 MB budget for 10,000 connections. The 
 the Cython module `picows.picows` and the pure-Python `picows.common`, so they are imported under
 a stand-in parent package that is removed again right after: a later `import picows` elsewhere in
 the process runs the real `__init__.py` and reuses the two modules already loaded.
+
+picows also asks, at every new connection, whether its transport is an aiofastnet one, by
+importing `aiofastnet` (~1.4 MB more, loaded by the first client). wsecho's transports are always
+the event loop's own, so while the server runs that import is blocked (`block_aiofastnet()`:
+`sys.modules["aiofastnet"] = None`, the documented way) and picows' check fails fast (a few
+microseconds) with the right answer, False.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
+from collections.abc import Iterator
 
 
 def _import_core() -> None:
@@ -30,6 +38,19 @@ def _import_core() -> None:
     finally:
         if stand_in:
             del sys.modules["picows"]
+
+
+@contextlib.contextmanager
+def block_aiofastnet() -> Iterator[None]:
+    """While the server runs: `import aiofastnet` fails (unless it was imported before)."""
+    blocked = "aiofastnet" not in sys.modules
+    if blocked:
+        sys.modules["aiofastnet"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if blocked and sys.modules.get("aiofastnet", ...) is None:
+            del sys.modules["aiofastnet"]
 
 
 _import_core()
@@ -60,4 +81,5 @@ __all__ = [
     "WSUpgradeRequest",
     "WSUpgradeResponse",
     "WSUpgradeResponseWithListener",
+    "block_aiofastnet",
 ]
