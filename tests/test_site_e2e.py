@@ -222,3 +222,47 @@ def test_failed_target_recorded_and_run_goes_on(
     assert load(run / "container" / LAB_HOST / "summary.json")["roundtrips"] > 0
     assert "ghost" in (run / "report.md").read_text()
     assert "target ghost failed" in proc.stdout
+
+
+def lab_exec(command: str) -> str:
+    """Run a shell command inside this test's lab host; return its stdout (stderr on failure)."""
+    proc = subprocess.run(
+        ["docker", "exec", LAB_HOST, "sh", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{command}: rc={proc.returncode}\n{proc.stderr}"
+    return proc.stdout
+
+
+@pytest.mark.lab
+def test_teardown_removes_everything_and_runs_twice(
+    site_run: tuple[str, Path], lab_inventory: Path
+) -> None:
+    """playbooks/teardown.yml on a fully provisioned host (VM, containers, images, bridge, tuning)
+    leaves nothing of the kit behind, and a second pass finds nothing to do. Runs last."""
+    assert site_run
+    proc = ansible_playbook(lab_inventory, "playbooks/teardown.yml", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-20000:]
+    assert recap(proc.stdout)[LAB_HOST]["failed"] == 0
+
+    assert "echolab-vm" not in lab_exec("virsh --connect qemu:///system list --all --name").split()
+    assert "echolab" not in lab_exec("virsh --connect qemu:///system net-list --all --name").split()
+    assert lab_exec("ip -o link show bridge43 2>/dev/null || true") == ""
+    containers = lab_exec("docker ps -a --format '{{.Names}}'").split()
+    assert not [name for name in containers if name.startswith("echolab")], containers
+    images = lab_exec("docker images --format '{{.Repository}}'").split()
+    assert not [image for image in images if image.startswith("echolab/")], images
+    for path in (
+        "/var/lib/echolab/vm",
+        "/etc/sysctl.d/90-echolab.conf",
+        "/etc/security/limits.d/90-echolab.conf",
+        "/opt/echolab/venv",
+    ):
+        assert lab_exec(f"test -e {path} && echo present || echo absent").strip() == "absent", path
+
+    again = ansible_playbook(lab_inventory, "playbooks/teardown.yml", timeout=600)
+    assert again.returncode == 0, again.stdout[-20000:]
+    assert recap(again.stdout)[LAB_HOST]["changed"] == 0, again.stdout[-20000:]
