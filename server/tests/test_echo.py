@@ -107,6 +107,53 @@ def test_data_right_behind_the_upgrade_request(service: Service, raw_client: Any
         assert client.recv_close_code() == 1000
 
 
+def _upgrade(client: Any, **headers: str) -> str:
+    """Send an upgrade request with these headers (None drops one); return the status line."""
+    fields = {
+        "Host": "127.0.0.1",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+    }
+    fields.update({name.replace("_", "-"): value for name, value in headers.items()})
+    request = "GET / HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+    client.sock.sendall((request + "\r\n").encode())
+    return str(client.read_http_head()[0])
+
+
+def test_connection_header_with_several_tokens(service: Service, raw_client: Any) -> None:
+    """`Connection: keep-alive, Upgrade` (what browsers send) upgrades like `Upgrade` alone."""
+    with raw_client(service.port, handshake=False) as client:
+        assert _upgrade(client, Connection="keep-alive, Upgrade").startswith("HTTP/1.1 101")
+        client.send_frame(0x1, b"browser")
+        assert client.recv_frame() == (0x1, b"browser")
+
+
+def test_picows_handshake_then_lean_path(
+    start_service: Callable[..., Service], raw_client: Any
+) -> None:
+    """picows backend: a request outside the lean path's strict subset (here the draft version 8,
+    which picows accepts) is handshaken by picows, then served like any other connection:
+    echo, fragments, ping, close."""
+    service = start_service("picows", "--handshake-timeout", "1")
+    with raw_client(service.port, handshake=False) as client:
+        assert _upgrade(client, Sec_WebSocket_Version="8").startswith("HTTP/1.1 101")
+        client.send_frame(0x1, b"old draft")
+        assert client.recv_frame() == (0x1, b"old draft")
+        client.send_frame(0x2, b"frag", fin=False)
+        client.send_frame(0x9, b"ping")
+        client.send_frame(0x0, b"ment", fin=True)
+        assert client.recv_frame() == (0xA, b"ping")
+        assert client.recv_frame() == (0x2, b"fragment")
+        client.send_frame(0x8, (1000).to_bytes(2, "big"))
+        assert client.recv_close_code() == 1000
+    deadline = time.monotonic() + 5
+    while service.metrics()["wsecho_connections_current"] != 0:
+        assert time.monotonic() < deadline, "the closed connection is still counted"
+        time.sleep(0.05)
+
+
 def test_fragmented_message_is_echoed_whole(service: Service, raw_client: Any) -> None:
     """Fragments (with a ping between them) are reassembled and echoed as one message."""
     with raw_client(service.port) as client:

@@ -15,13 +15,23 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import codecs
 import contextlib
+import hashlib
 import logging
 from http import HTTPStatus
 from typing import Any, ClassVar
 
-from wsecho.common import CLOSE_TIMEOUT, REJECT_BODY, EventLog, http_endpoint
+from wsecho.common import (
+    CLOSE_TIMEOUT,
+    HEALTH_PATH,
+    METRICS_PATH,
+    REJECT_BODY,
+    EventLog,
+    http_endpoint,
+)
 from wsecho.config import Settings
 from wsecho.mask import apply_mask
 from wsecho.metrics import Metrics
@@ -71,6 +81,65 @@ _SMALL_HEADS = {
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
+# States of a _LeanConnection.
+_HANDSHAKE, _OPEN, _CLOSING, _DELEGATED = range(4)
+# picows' limit for a request head (larger: it disconnects); the lean path hands such requests
+# to picows as soon as they pass it, so both paths behave the same.
+_HTTP_MAX_SIZE = 16 * 1024
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_SWITCHING_PROTOCOLS = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: %b\r\n\r\n"
+)
+_HTTP_PATHS = (HEALTH_PATH.encode(), METRICS_PATH.encode())
+
+
+def _upgrade_accept(raw: bytes) -> bytes | None:
+    """The Sec-WebSocket-Accept value for a plain, valid WebSocket upgrade request head (RFC 6455
+    4.2.1); None for anything else, which picows then answers (an HTTP endpoint, an error...).
+
+    Deliberately strict: `GET <path> HTTP/1.1`, each of the four headers once, `Upgrade:
+    websocket`, an `upgrade` token in `Connection`, version 13, a key of 16 base64-encoded bytes.
+    """
+    lines = raw.split(b"\r\n")
+    request = lines[0].split(b" ")
+    if len(request) != 3 or request[0] != b"GET" or request[2] != b"HTTP/1.1":
+        return None
+    if request[1].split(b"?", 1)[0] in _HTTP_PATHS:
+        return None
+    upgrade = connection = version = key = None
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name[0] in b" \t" or name[-1] in b" \t":
+            return None  # not a header line, or an obsolete folded one: picows decides
+        name = name.lower()
+        if name == b"upgrade":
+            if upgrade is not None:
+                return None
+            upgrade = value.strip().lower()
+        elif name == b"connection":
+            if connection is not None:
+                return None
+            connection = value.lower()
+        elif name == b"sec-websocket-version":
+            if version is not None:
+                return None
+            version = value.strip()
+        elif name == b"sec-websocket-key":
+            if key is not None:
+                return None
+            key = value.strip()
+    if upgrade != b"websocket" or version != b"13" or key is None or connection is None:
+        return None
+    if b"upgrade" not in [token.strip() for token in connection.split(b",")]:
+        return None
+    try:
+        if len(key) != 24 or len(base64.b64decode(key, validate=True)) != 16:
+            return None
+    except binascii.Error:
+        return None
+    return base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
+
 
 def _frame_head(opcode: int, size: int) -> bytes:
     """Header of an unmasked, unfragmented server frame with a `size`-byte payload."""
@@ -83,36 +152,59 @@ def _frame_head(opcode: int, size: int) -> bytes:
 
 
 class _LeanConnection(asyncio.Protocol):
-    """An open WebSocket connection after picows' handshake: wsecho's own frame layer.
+    """One TCP connection of the picows backend, served by wsecho's own lean WebSocket path.
 
-    picows keeps a read buffer (>= 2 KiB), a write buffer (1 KiB), a transport and two futures
-    per connection: ~6 KB of an idle connection's memory. Once the handshake is done, this small
-    protocol takes over the TCP transport instead: the event loop reads into its one shared
-    buffer (uvloop and asyncio both do for a plain `Protocol`), a whole frame is parsed and
-    answered within `data_received`, and nothing is kept between reads except a frame that
-    arrived in pieces. An idle connection is this object (five slots) plus the loop's transport.
+    picows keeps a read buffer (>= 2 KiB), a write buffer (1 KiB), a transport, two futures and
+    a handshake timer per connection, and its setup costs a dozen socket-option system calls:
+    ~6 KB of an idle connection's memory and about half the CPU time of a connect. This small
+    protocol holds none of that: the event loop reads into its one shared buffer (uvloop and
+    asyncio both do for a plain `Protocol`), a request or a frame is parsed and answered within
+    `data_received`, and nothing is kept between reads except what arrived incomplete. An idle
+    open connection is this object (eight slots) plus the event loop's transport.
 
-    The hot path is one unfragmented, masked text or binary frame of up to 125 bytes per read
-    (the 2017 load): a few integer tests, the C unmask, a UTF-8 check (free for ASCII), one write.
-    Everything else goes through `_parse`, which implements the rest of RFC 6455 for a server.
+    - Handshake: a well-formed WebSocket upgrade request (`_upgrade_accept`) is answered here.
+      Anything else (/healthz, /metrics, the 503 beyond --max-connections, malformed or unusual
+      requests) is handed, bytes and all, to picows' protocol (`_delegate`), which answers it.
+    - Hot path: one unfragmented, masked text or binary frame of up to 125 bytes per read (the
+      2017 load): a few integer tests, the C unmask, a UTF-8 check (free for ASCII), one write.
+    - Everything else goes through `_parse`, which implements the rest of RFC 6455 for a server.
     """
 
-    __slots__ = ("_closing", "_decoder", "_frag", "_rest", "_tcp")
+    __slots__ = ("_decoder", "_frag", "_head", "_rest", "_state", "_tcp", "_timer")
 
     # Set on the per-server subclass (see PicowsServer): class attributes, not per-connection.
     server: ClassVar[PicowsServer]
     metrics: ClassVar[Metrics]
     max_size: ClassVar[int]
     fast_max: ClassVar[int]  # min(125, max_size): the largest payload the hot path takes
+    handshake_timeout: ClassVar[float]
+    max_connections: ClassVar[int]
 
-    def __init__(self, tcp: asyncio.Transport) -> None:
-        self._tcp = tcp
-        # Bytes of an incomplete frame; None means "nothing pending, no fragmented message, not
-        # closing", the only state in which the hot path applies.
-        self._rest: bytearray | None = None
+    def __init__(self) -> None:
+        self._tcp: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made
+        self._state = _HANDSHAKE
+        self._head: bytes | None = b""  # the request received so far (during the handshake)
+        self._timer: asyncio.TimerHandle | None = None  # the handshake timeout
+        # Bytes of an incomplete frame; None means "open, nothing pending, no fragmented
+        # message, not closing": the only state in which the hot path applies.
+        self._rest: bytearray | None = bytearray()
         self._frag: bytearray | None = None  # a fragmented message being reassembled
         self._decoder: codecs.IncrementalDecoder | None = None  # its UTF-8 check (text)
-        self._closing = False  # our close frame is sent: input is discarded from now on
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._tcp = transport  # type: ignore[assignment]
+        self.server.lean.add(self)
+        self._timer = asyncio.get_running_loop().call_later(
+            self.handshake_timeout, self._handshake_timed_out
+        )
+
+    def opened_by_picows(self, tcp: asyncio.Transport) -> None:
+        """Take over a connection whose handshake picows did (see _Protocol.take_over)."""
+        self._tcp = tcp
+        self._state = _OPEN
+        self._head = None
+        self._rest = None
+        self.server.lean.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self._rest is None:
@@ -143,8 +235,10 @@ class _LeanConnection(asyncio.Protocol):
 
     def _parse(self, data: bytes) -> None:
         """Every frame that is not the hot path's: pieces, fragments, control frames, errors."""
-        if self._closing:
-            return
+        if self._state != _OPEN:
+            if self._state == _HANDSHAKE:
+                self._handshake(data)
+            return  # closing, or handed to picows: input is dropped
         buf: bytes | bytearray
         rest = self._rest
         if rest:
@@ -154,7 +248,7 @@ class _LeanConnection(asyncio.Protocol):
             buf = data
         pos = 0
         end = len(buf)
-        while end - pos >= 2 and not self._closing:
+        while end - pos >= 2 and self._state == _OPEN:
             first = buf[pos]
             second = buf[pos + 1]
             fin = first & 0x80
@@ -211,13 +305,77 @@ class _LeanConnection(asyncio.Protocol):
             payload = apply_mask(buf[head + 4 : stop], buf[head : head + 4])
             pos = stop
             self._frame(opcode, fin, payload)
-        if self._closing or (pos == end and self._frag is None):
+        if self._state != _OPEN:
+            return
+        if pos == end and self._frag is None:
             self._rest = None
         elif rest is None or not rest:
             self._rest = bytearray(buf[pos:])
         else:
             del rest[:pos]
             self._rest = rest
+
+    def _handshake(self, data: bytes) -> None:
+        """The HTTP request: answer a WebSocket upgrade, or hand the connection to picows."""
+        head = self._head + data if self._head else data
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(head) >= _HTTP_MAX_SIZE:
+                self._delegate(head)  # picows answers an oversized request
+            else:
+                self._head = head
+            return
+        accept = None
+        if self.metrics.connections_current < self.max_connections:
+            accept = _upgrade_accept(head[:end])
+        if accept is None:
+            self._delegate(head)
+            return
+        self._tcp.write(_SWITCHING_PROTOCOLS % accept)
+        self._opened()
+        if end + 4 < len(head):  # frames sent right behind the request
+            self._parse(head[end + 4 :])
+
+    def _opened(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._state = _OPEN
+        self._head = None
+        self._rest = None
+        metrics = self.metrics
+        metrics.connections_current += 1
+        metrics.connections_total += 1
+
+    def _delegate(self, head: bytes) -> None:
+        """Hand the connection, with the bytes received so far, to picows' protocol."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._state = _DELEGATED
+        self._head = None
+        self.server.lean.discard(self)
+        tcp = self._tcp
+        proto = _Protocol(self.server)
+        tcp.set_protocol(proto)  # the event loop reads into picows' buffer from now on
+        proto.connection_made(tcp)
+        while head and not tcp.is_closing():
+            view = proto.get_buffer(-1)
+            size = min(len(view), len(head))
+            view[:size] = head[:size]
+            proto.buffer_updated(size)
+            head = head[size:]
+
+    def _handshake_timed_out(self) -> None:
+        self._timer = None
+        if self._state == _HANDSHAKE:
+            self._handshake_failed("handshake timed out")
+            self._tcp.abort()
+
+    def _handshake_failed(self, reason: str) -> None:
+        self._state = _DELEGATED  # i.e. gone: counted once, nothing more to do
+        self.metrics.handshake_failures_total += 1
+        self.server.event(logging.INFO, "handshake failed from %s: %s", self.peer, reason)
 
     def _frame(self, opcode: int, fin: int, payload: bytes) -> None:
         """One complete, well-formed frame."""
@@ -285,7 +443,8 @@ class _LeanConnection(asyncio.Protocol):
             except UnicodeDecodeError:
                 self._fail(1007, "invalid UTF-8 in close reason")
                 return
-        self._closing = True
+        self._state = _CLOSING
+        self._rest = bytearray()  # keeps the hot path off: input goes to _parse, which drops it
         self._frag = self._decoder = None
         tcp = self._tcp
         tcp.write(bytes((0x80 | _OP_CLOSE, 2)) + code.to_bytes(2, "big"))
@@ -302,9 +461,9 @@ class _LeanConnection(asyncio.Protocol):
         (closing the socket at once could turn unread input into a reset that destroys our close
         frame). The peer closes its side in answer; if it does not, it is dropped after
         CLOSE_TIMEOUT."""
-        if self._closing:
+        if self._state != _OPEN:
             return
-        self._closing = True
+        self._state = _CLOSING
         self._rest = bytearray()  # keeps the hot path off: input goes to _parse, which drops it
         self._frag = self._decoder = None
         tcp = self._tcp
@@ -320,7 +479,8 @@ class _LeanConnection(asyncio.Protocol):
         return f"{peer[0]}:{peer[1]}" if peer else "?"
 
     def abort(self) -> None:
-        self._tcp.abort()
+        if self._tcp is not None:
+            self._tcp.abort()
 
     def eof_received(self) -> bool:
         return False  # the peer is done: close our side too
@@ -331,13 +491,25 @@ class _LeanConnection(asyncio.Protocol):
         self._tcp.pause_reading()
 
     def resume_writing(self) -> None:
-        if not self._tcp.is_closing():
+        if self._state == _OPEN and not self._tcp.is_closing():
             self._tcp.resume_reading()
 
-    def connection_lost(self, _exc: Exception | None) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.server.lean.discard(self)
-        self.metrics.connections_current -= 1
+        state = self._state
+        if state in (_OPEN, _CLOSING):
+            self.metrics.connections_current -= 1
+        elif state == _HANDSHAKE:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._handshake_failed(f"connection lost: {exc}" if exc else "connection closed")
         self._rest = self._frag = self._decoder = None
+        self._head = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._state == _OPEN
 
 
 class _EchoListener(WSListener):
@@ -625,9 +797,9 @@ class _Protocol(WSProtocol):  # type: ignore[misc]
         if head is None or tcp is None or head.find(b"\r\n\r\n") + 4 != len(head):
             return False
         server = self.server
-        lean = server.lean_type(tcp)
+        lean = server.lean_type()
+        lean.opened_by_picows(tcp)
         server.protocols.discard(self)
-        server.lean.add(lean)
         tcp.set_protocol(_DETACHED)
         tcp.set_protocol(lean)  # the event loop restarts reading with the new protocol
         self.log.detach()
@@ -699,6 +871,8 @@ class PicowsServer:
                 "metrics": metrics,
                 "max_size": settings.max_message_size,
                 "fast_max": min(125, settings.max_message_size),
+                "handshake_timeout": settings.handshake_timeout,
+                "max_connections": settings.max_connections,
             },
         )
         self.event = EventLog(log)
@@ -709,7 +883,7 @@ class PicowsServer:
         loop = asyncio.get_running_loop()
         self._running.enter_context(block_aiofastnet())
         self._server = await loop.create_server(
-            lambda: _Protocol(self),
+            self.lean_type,  # every connection starts on the lean path
             self.settings.host,
             self.settings.port,
             backlog=4096,  # bursts of connects (1,000/s ramps) must not overflow the accept queue
@@ -725,7 +899,10 @@ class PicowsServer:
         assert self._server is not None
         self._server.close()
         for conn in list(self.lean):
-            conn.close_with(1001, b"server shutting down")
+            if conn.is_open:
+                conn.close_with(1001, b"server shutting down")
+            else:
+                conn.abort()  # a handshake in progress
         for proto in list(self.protocols):
             transport = proto.transport
             if proto.state == _WEBSOCKET and transport is not None:
