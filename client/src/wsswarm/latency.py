@@ -10,6 +10,7 @@ directly, which is ~10x cheaper and gives an identical histogram (tested).
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -49,8 +50,11 @@ def _check_shape() -> None:
 _check_shape()
 
 
-def record_bulk(hist: Any, values_us: Iterable[int]) -> None:
-    """Add raw latencies (µs) to `hist`, exactly as `record_value` one by one would."""
+def record_bulk(hist: Any, values_us: Iterable[int]) -> list[int]:
+    """Add raw latencies (µs) to `hist`, exactly as `record_value` one by one would.
+
+    Returns the counts indexes it touched (for `clear`).
+    """
     counts: Counter[int] = Counter()
     lo = HIGHEST_US
     hi = 0
@@ -62,7 +66,7 @@ def record_bulk(hist: Any, values_us: Iterable[int]) -> None:
         lo = min(lo, value)
         hi = max(hi, value)
     if not counts:
-        return
+        return []
     hist_counts = hist.counts
     total = 0
     for index, count in counts.items():
@@ -71,6 +75,23 @@ def record_bulk(hist: Any, values_us: Iterable[int]) -> None:
     hist.total_count += total
     hist.min_value = min(hist.min_value, lo)
     hist.max_value = max(hist.max_value, hi)
+    return list(counts)
+
+
+def clear(hist: Any, touched: Iterable[int]) -> None:
+    """Empty `hist` again, zeroing only the counts `record_bulk` touched.
+
+    hdrh's own `reset()` walks all ~47,000 counts in Python; a worker reuses one histogram
+    for all its ticks (no 0.4 MB allocation per second), so this runs every tick.
+    """
+    hist_counts = hist.counts
+    for index in touched:
+        hist_counts[index] = 0
+    hist.total_count = 0
+    hist.min_value = sys.maxsize
+    hist.max_value = 0
+    hist.start_time_stamp_msec = sys.maxsize
+    hist.end_time_stamp_msec = 0
 
 
 def summarize_ms(hist: Any, mean_us: float | None = None) -> dict[str, float] | None:

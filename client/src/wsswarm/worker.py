@@ -31,6 +31,7 @@ from wsswarm import errors, latency
 from wsswarm.wsclient import (
     TEXT,
     ClientProtocol,
+    Deadline,
     connect,
     host_and_path,
     masked_frame,
@@ -255,6 +256,9 @@ class Worker:
         self.errors: Counter[str] = Counter()
         self.lat = array("q")
         self.lat_append = self.lat.append
+        # One histogram for all ticks, emptied after each: allocated once, before the start
+        # record (~0.8 MB with its encoder's buffer), not once a second.
+        self.hist = latency.new_histogram()
         self.compat_rt = 0
         self.compat_lat_ms = 0
         # The message of the current millisecond, shared by every connection sending in it:
@@ -321,14 +325,14 @@ class Worker:
             self.loop.call_later(1.0 / self.cfg.connect_rate, self.launch_attempt)
 
     async def _socket(self) -> socket.socket:
-        sock = socket.socket(self.cfg.family, socket.SOCK_STREAM)
+        cfg = self.cfg
+        sock = socket.socket(cfg.family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
-            if self.cfg.source_address:
-                sock.bind((self.cfg.source_address, 0))
-            await asyncio.wait_for(
-                self.loop.sock_connect(sock, self.cfg.address), self.cfg.connect_timeout
-            )
+            if cfg.source_address:
+                sock.bind((cfg.source_address, 0))
+            with Deadline(self.loop, cfg.connect_timeout):
+                await self.loop.sock_connect(sock, cfg.address)
         except BaseException:
             sock.close()
             raise
@@ -372,10 +376,10 @@ class Worker:
         self.errors[kind] += 1
         if self.cfg.compat:
             # 2017 only logged errors: `Connection error: ...`
-            print(f"Connection error: {message}", flush=True)
+            _say(f"Connection error: {message}")
         elif self.first_error_printed < 3:
             self.first_error_printed += 1
-            print(f"worker {self.cfg.index}: connection failed ({kind}): {message}", flush=True)
+            _say(f"worker {self.cfg.index}: connection failed ({kind}): {message}")
 
     def _check_ramp_done(self) -> None:
         if (
@@ -385,6 +389,8 @@ class Worker:
             and not self.stopping
         ):
             self.ramp_done_at = time.time()
+            # A set never shrinks: drop the one sized for the ramp's attempts in flight.
+            self.tasks = set()
             _release_free_memory()
             self._send(
                 (
@@ -478,15 +484,15 @@ class Worker:
         values = self.lat
         self.lat = array("q")
         self.lat_append = self.lat.append
-        hist = latency.new_histogram()
-        latency.record_bulk(hist, values)
+        hist = self.hist
+        touched = latency.record_bulk(hist, values)
         rt = len(values)  # one latency per round trip
         self.rt_total += rt
         self.wall_offset_ns = time.time_ns() - perf_counter_ns()
         lat_sum = sum(values)
         self.lat_sum_us += lat_sum
         mean_us = lat_sum / len(values) if values else None
-        return {
+        record = {
             "type": "tick",
             "t": round(now, 4),
             "phase": phase or self.phase(now - interval / 2),
@@ -502,6 +508,8 @@ class Worker:
             "rss_bytes": self.rss(),
             "histogram": latency.encode(hist),
         }
+        latency.clear(hist, touched)
+        return record
 
     def rss(self) -> int:
         return int(os.pread(self.statm_fd, 128, 0).split()[1]) * self.page_size
@@ -615,7 +623,7 @@ class Worker:
             for sig in (signal.SIGTERM,):
                 self.loop.add_signal_handler(sig, self.request_stop, "interrupted", "SIGTERM")
             if cfg.compat:
-                print("Worker started!", flush=True)
+                _say("Worker started!")
             self.tick_last = time.time()
             self.cpu_last = time.process_time()
             helpers = [self.loop.create_task(self.ticker())]
@@ -655,6 +663,15 @@ class Worker:
             os.close(self.statm_fd)
             if self.file is not None:
                 self.file.close()
+
+
+def _say(line: str) -> None:
+    """One whole console line: a single write(2), so lines of several workers never interleave.
+
+    (print() may hand the text and its newline to the pipe in two writes.)
+    """
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), (line + "\n").encode())
 
 
 def _release_free_memory() -> None:
