@@ -9,12 +9,11 @@ PYTEST_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help bootstrap reproduce test test-wip test-fast lint lock bench clean
+.PHONY: help bootstrap reproduce test test-fast lint lock bench clean
 
 help:
 	@echo "make reproduce [PROFILE=lab|quick|seed]  set up the lab and run the experiment"
 	@echo "make test                                 lint + the whole test suite (what CI runs)"
-	@echo "make test-wip                             the lab tests not yet proven end to end (marker wip)"
 	@echo "make test-fast                            unit and loopback tests only (no lab hosts)"
 	@echo "make lint                                 ruff, mypy --strict, yamllint, ansible-lint"
 	@echo "make bench                                benchmarks: wsecho and wsswarm vs node.js ws"
@@ -34,11 +33,7 @@ lint: bootstrap
 
 test: lint
 	scripts/autobahn.sh >/dev/null   # the conformance suite (Python 2.7), installed once into .cache/
-	$(BIN)/pytest -m "not wip" $(PYTEST_ARGS)
-
-# The lab tests still marked `wip` (see tests/): the container scenario and the end-to-end run.
-test-wip: bootstrap
-	$(BIN)/pytest -m wip $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: bootstrap
 	$(BIN)/pytest -m "not lab" $(PYTEST_ARGS)

@@ -10,13 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# Scenarios that have not yet passed `molecule test` end to end on the development machine (see
-# each role's README): they run with `make test-wip`, not in `make test`, until they do.
-WIP: set[str] = set()
-SCENARIOS = [
-    pytest.param(name, marks=[pytest.mark.wip] if name in WIP else [])
-    for name in sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
-]
+SCENARIOS = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
 
 
 @pytest.mark.lab

@@ -21,8 +21,6 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# Not yet seen passing end to end on the development machine: `make test-wip` runs it.
-pytestmark = pytest.mark.wip
 
 LAB_HOST = "echolab-site-e2e"
 TARGETS = ("vm", "container", "baseline")
