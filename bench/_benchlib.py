@@ -7,6 +7,7 @@ run as ``python bench/<script>.py``.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import math
 import os
@@ -16,12 +17,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import psutil
 
@@ -450,3 +452,81 @@ def parse_int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise ValueError(f"expected positive integers, got {text!r}")
     return values
+
+
+# ----------------------------------------------------------------------------- the run loop
+
+
+class BenchRow(Protocol):
+    """What the shared run loop needs of a script's row."""
+
+    @property
+    def error(self) -> str | None: ...
+
+
+R = TypeVar("R", bound=BenchRow)
+
+
+@dataclass
+class Matrix(Generic[R]):
+    """One benchmark invocation: every name at every connection count, then one table.
+
+    `measure(name, connections, work_dir)` runs one row; `status(row)` is its progress line;
+    `render(rows)` the table; `as_json(row)` the row in the `--json` file.
+    """
+
+    script: str  # e.g. "bench/client_bench.py", for the command line printed above the table
+    names: Sequence[str]
+    connections: Sequence[int]
+    measure: Callable[[str, int, Path], R]
+    status: Callable[[R], str]
+    render: Callable[[list[R]], str]
+    as_json: Callable[[R], dict[str, Any]]
+
+
+def run_matrix(
+    matrix: Matrix[R],
+    argv: list[str] | None,
+    started: datetime.datetime,
+    *,
+    keep: bool,
+    json_path: Path | None,
+) -> int:
+    """Run the rows in order, print progress, the table and write --json; the exit code.
+
+    0 when every row ran, 1 when one failed (the table says which and why), 130 when
+    interrupted (Ctrl-C or SIGTERM: the table holds the rows completed so far). The work
+    directory is removed unless `keep`.
+    """
+    prefix = Path(matrix.script).stem.replace("_", "-")
+    work = Path(tempfile.mkdtemp(prefix=f"echolab-{prefix}-"))
+    rows: list[R] = []
+    interrupted = False
+    try:
+        for connections in matrix.connections:
+            for name in matrix.names:
+                t = time.monotonic()
+                row = matrix.measure(name, connections, work)
+                rows.append(row)
+                status = row.error or matrix.status(row)
+                print(
+                    f"  {name} at {connections:,}: {status} ({time.monotonic() - t:.0f} s)",
+                    flush=True,
+                )
+    except (KeyboardInterrupt, Interrupted):
+        print("interrupted: the table holds the runs completed so far", file=sys.stderr)
+        interrupted = True
+    finally:
+        if keep:
+            print(f"run files kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print()
+    cmd = " ".join([matrix.script, *(argv if argv is not None else sys.argv[1:])])
+    print(f"{started:%Y-%m-%d %H:%M} UTC, `{cmd}`")
+    print(matrix.render(rows))
+    if json_path is not None:
+        json_path.write_text(json.dumps([matrix.as_json(r) for r in rows], indent=2))
+    if interrupted:
+        return 130
+    return 1 if any(r.error for r in rows) else 0

@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import shutil
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +24,9 @@ from _benchlib import (
     NODE_WS_VERSION,
     SERVER_CPU,
     BenchError,
-    Interrupted,
     Load,
     LoadResult,
+    Matrix,
     TreeSampler,
     WsswarmDriver,
     check_machine,
@@ -40,6 +37,7 @@ from _benchlib import (
     parse_int_list,
     ratio,
     run_driver,
+    run_matrix,
     set_nice,
     start,
     stop,
@@ -292,61 +290,35 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.duration:g} s, connect rate {args.connect_rate:g}/s",
         flush=True,
     )
-    work = Path(tempfile.mkdtemp(prefix="echolab-client-bench-"))
-    rows: list[Row] = []
-    interrupted = False
-    try:
-        for connections in args.connections:
-            for client in CLIENTS:
-                load = Load("", connections, args.connect_rate, args.warmup, args.duration, 1)
-                t = time.monotonic()
-                row = measure(client, load, args.server, work)
-                rows.append(row)
-                status = row.error or (
-                    f"{row.load.roundtrips_per_s:,.0f} rt/s at "
-                    f"{100 * (row.client_cpu or 0):.0f}% client CPU"
-                    if row.load
-                    else ""
-                )
-                print(
-                    f"  {client} at {connections:,}: {status} ({time.monotonic() - t:.0f} s)",
-                    flush=True,
-                )
-    except (KeyboardInterrupt, Interrupted):
-        print("interrupted: the table holds the runs completed so far", file=sys.stderr)
-        interrupted = True
-    finally:
-        if args.keep:
-            print(f"run files kept in {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    print()
-    cmd = " ".join(["bench/client_bench.py", *(argv if argv is not None else sys.argv[1:])])
-    print(f"{started:%Y-%m-%d %H:%M} UTC, `{cmd}`")
-    print(render(rows))
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                [
-                    {
-                        "client": r.client,
-                        "connections": r.connections,
-                        "error": r.error,
-                        "client_cpu": r.client_cpu,
-                        "client_rss": r.client_rss,
-                        "bytes_per_connection": r.per_conn,
-                        "server_cpu": r.server_cpu,
-                        "per_core": r.per_core,
-                        "load": r.load.raw if r.load else None,
-                    }
-                    for r in rows
-                ],
-                indent=2,
-            )
-        )
-    if interrupted:
-        return 130
-    return 1 if any(r.error for r in rows) else 0
+
+    def load(connections: int) -> Load:
+        return Load("", connections, args.connect_rate, args.warmup, args.duration, 1)
+
+    matrix = Matrix(
+        script="bench/client_bench.py",
+        names=CLIENTS,
+        connections=args.connections,
+        measure=lambda name, n, work: measure(name, load(n), args.server, work),
+        status=lambda row: (
+            f"{row.load.roundtrips_per_s:,.0f} rt/s at {100 * (row.client_cpu or 0):.0f}% "
+            "client CPU"
+            if row.load
+            else ""
+        ),
+        render=render,
+        as_json=lambda r: {
+            "client": r.client,
+            "connections": r.connections,
+            "error": r.error,
+            "client_cpu": r.client_cpu,
+            "client_rss": r.client_rss,
+            "bytes_per_connection": r.per_conn,
+            "server_cpu": r.server_cpu,
+            "per_core": r.per_core,
+            "load": r.load.raw if r.load else None,
+        },
+    )
+    return run_matrix(matrix, argv, started, keep=args.keep, json_path=args.json)
 
 
 if __name__ == "__main__":

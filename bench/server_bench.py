@@ -12,11 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
-import shutil
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +25,9 @@ from _benchlib import (
     NODE_WS_VERSION,
     SERVER_CPU,
     BenchError,
-    Interrupted,
     Load,
     LoadResult,
+    Matrix,
     check_machine,
     ensure_node_ws,
     fd_limit,
@@ -41,6 +37,7 @@ from _benchlib import (
     parse_int_list,
     ratio,
     run_driver,
+    run_matrix,
     set_nice,
     start,
     stop,
@@ -242,69 +239,38 @@ def main(argv: list[str] | None = None) -> int:
         f"measured {args.duration:g} s, connect rate {args.connect_rate:g}/s",
         flush=True,
     )
-    work = Path(tempfile.mkdtemp(prefix="echolab-server-bench-"))
-    rows: list[Row] = []
-    interrupted = False
-    try:
-        for connections in args.connections:
-            # The reference first, so that a failure shows before the long runs.
-            for name in sorted(args.servers, key=lambda s: s != REFERENCE):
-                load = Load(
-                    "",
-                    connections,
-                    args.connect_rate,
-                    args.warmup,
-                    args.duration,
-                    args.client_processes,
-                )
-                t = time.monotonic()
-                row = measure(name, load, args.driver, work)
-                rows.append(row)
-                status = row.error or (
-                    f"{row.load.roundtrips_per_s:,.0f} rt/s at "
-                    f"{100 * (row.server_cpu or 0):.0f}% server CPU"
-                    if row.load
-                    else ""
-                )
-                print(
-                    f"  {name} at {connections:,}: {status} ({time.monotonic() - t:.0f} s)",
-                    flush=True,
-                )
-    except (KeyboardInterrupt, Interrupted):
-        print("interrupted: the table holds the runs completed so far", file=sys.stderr)
-        interrupted = True
-    finally:
-        if args.keep:
-            print(f"run files kept in {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    print()
-    cmd = " ".join(["bench/server_bench.py", *(argv if argv is not None else sys.argv[1:])])
-    print(f"{started:%Y-%m-%d %H:%M} UTC, `{cmd}`")
-    print(render(rows))
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                [
-                    {
-                        "server": r.server,
-                        "connections": r.connections,
-                        "error": r.error,
-                        "server_cpu": r.server_cpu,
-                        "server_rss": r.server_rss,
-                        "server_rss_idle": r.server_rss_idle,
-                        "client_cpu": r.client_cpu,
-                        "per_core": r.per_core,
-                        "load": r.load.raw if r.load else None,
-                    }
-                    for r in rows
-                ],
-                indent=2,
-            )
+
+    def load(connections: int) -> Load:
+        return Load(
+            "", connections, args.connect_rate, args.warmup, args.duration, args.client_processes
         )
-    if interrupted:
-        return 130
-    return 1 if any(r.error for r in rows) else 0
+
+    matrix = Matrix(
+        script="bench/server_bench.py",
+        # The reference first, so that a failure shows before the long runs.
+        names=sorted(args.servers, key=lambda s: s != REFERENCE),
+        connections=args.connections,
+        measure=lambda name, n, work: measure(name, load(n), args.driver, work),
+        status=lambda row: (
+            f"{row.load.roundtrips_per_s:,.0f} rt/s at {100 * (row.server_cpu or 0):.0f}% "
+            "server CPU"
+            if row.load
+            else ""
+        ),
+        render=render,
+        as_json=lambda r: {
+            "server": r.server,
+            "connections": r.connections,
+            "error": r.error,
+            "server_cpu": r.server_cpu,
+            "server_rss": r.server_rss,
+            "server_rss_idle": r.server_rss_idle,
+            "client_cpu": r.client_cpu,
+            "per_core": r.per_core,
+            "load": r.load.raw if r.load else None,
+        },
+    )
+    return run_matrix(matrix, argv, started, keep=args.keep, json_path=args.json)
 
 
 if __name__ == "__main__":
