@@ -15,13 +15,17 @@ on purpose. The request path picks the behaviour of every `every`-th connection 
     drop            upgrade, then abort the TCP connection on the first message (client: dropped)
     slow            echo each message 1 s late (a light, steady load)
     lateup          answer the upgrade 1.5 s late, then echo (a ramp that ends late)
+    badaccept       answer 101 with a wrong Sec-WebSocket-Accept (client: handshake_invalid)
+    nothttp         answer with a line that is not HTTP at all (client: handshake_invalid)
+    swallow         upgrade, then read every message and never answer (open mode: backlog)
 
 `/fault/mix` gives connections 2, 4, 6, ... one fault each, in the order 503, hang, reset,
 close1001, drop, wrong (then again); the odd ones echo.
 
 `--accept-limit N` closes the listening socket after N connections: later connects are refused.
-`GET /stats` answers JSON: upgrades (epoch times of upgrade requests), messages echoed, and
-closes: {"<status code of each close frame received>": count} ("none" for an empty close).
+`GET /stats` answers JSON: upgrades (epoch times of upgrade requests), messages echoed,
+messages swallowed, and closes: {"<status code of each close frame received>": count} ("none"
+for an empty close).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class State:
         self.accepted = 0
         self.upgrades: list[float] = []
         self.messages = 0
+        self.swallowed = 0
         self.per_path: Counter[str] = Counter()
         self.closes: Counter[str] = Counter()
         self.server: asyncio.base_events.Server | None = None
@@ -101,6 +106,7 @@ class Conn(asyncio.Protocol):
                 {
                     "upgrades": self.state.upgrades,
                     "messages": self.state.messages,
+                    "swallowed": self.state.swallowed,
                     "closes": self.state.closes,
                 }
             ).encode()
@@ -137,7 +143,12 @@ class Conn(asyncio.Protocol):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.transport.abort()
             return
+        if self.fault == "nothttp":
+            self.transport.write(b"SSH-2.0-OpenSSH_9.2p1\r\n\r\n")
+            return
         key = headers.get("sec-websocket-key", "").encode()
+        if self.fault == "badaccept":
+            key += b"x"  # the accept value of another key
         if self.fault == "lateup":
             asyncio.get_running_loop().call_later(LATE_UPGRADE_S, self.upgrade, key)
             return
@@ -195,6 +206,9 @@ class Conn(asyncio.Protocol):
                 self.transport.write(frame(0xA, bytes(payload)))
                 continue
             if opcode != 0x1:
+                continue
+            if self.fault == "swallow":
+                self.state.swallowed += 1
                 continue
             if self.fault == "close1001":
                 self.transport.write(frame(0x8, struct.pack("!H", 1001) + b"going away"))
