@@ -183,14 +183,11 @@ def main() -> int:
         cpu_before = cpu_seconds(server.pid)
         stop = multiprocessing.Event()
         results: multiprocessing.Queue[dict[str, float]] = multiprocessing.Queue()
-        processes = -(-args.connections // PER_PROCESS)
         clients = []
         for first in range(0, args.connections, PER_PROCESS):
             count = min(PER_PROCESS, args.connections - first)
-            proc = multiprocessing.Process(
-                target=_client,
-                args=(port, count, args.connect_rate / processes, results, stop),
-            )
+            share = args.connect_rate * count / args.connections  # all finish the ramp together
+            proc = multiprocessing.Process(target=_client, args=(port, count, share, results, stop))
             proc.start()
             clients.append(proc)
         totals: dict[str, float] = {}
