@@ -42,6 +42,21 @@ def test_record_bulk_equals_record_value_one_by_one() -> None:
     assert latency.decode(latency.encode(bulk)).get_total_count() == len(values)
 
 
+def test_a_cleared_histogram_is_as_good_as_a_new_one() -> None:
+    """A worker reuses one histogram per tick: after clear() it encodes like a fresh one."""
+    rng = random.Random(3)
+    reused = latency.new_histogram()
+    touched = latency.record_bulk(reused, [rng.randint(1, 10**7) for _ in range(3000)])
+    latency.clear(reused, touched)
+    assert latency.encode(reused) == latency.encode(latency.new_histogram())
+    second = [rng.randint(1, 10**5) for _ in range(500)]
+    fresh = latency.new_histogram()
+    latency.record_bulk(fresh, second)
+    latency.record_bulk(reused, second)
+    assert latency.encode(reused) == latency.encode(fresh)
+    assert latency.summarize_ms(reused) == latency.summarize_ms(fresh)
+
+
 def test_summarize_ms_of_an_empty_histogram_is_none() -> None:
     """No round trip: null latency, as formats.md says."""
     assert latency.summarize_ms(latency.new_histogram()) is None

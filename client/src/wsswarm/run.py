@@ -263,7 +263,9 @@ def probe(target: Target, timeout: float, source_address: str | None) -> str | N
             sock.close()
             raise
         host, path = wsclient.host_and_path(target.url)
-        conn = await wsclient.connect(loop, _ProbeConn, sock, host=host, path=path, timeout=timeout)
+        conn = await wsclient.connect(
+            loop, _ProbeConn, sock=sock, host=host, path=path, timeout=timeout
+        )
         conn.send_close()  # 1000; then wait (bounded) until the connection has ended
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(conn.lost, timeout)

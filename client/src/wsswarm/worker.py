@@ -17,7 +17,6 @@ import math
 import os
 import resource
 import signal
-import socket
 import sys
 import time
 from array import array
@@ -31,7 +30,6 @@ from wsswarm import errors, latency
 from wsswarm.wsclient import (
     TEXT,
     ClientProtocol,
-    Deadline,
     connect,
     host_and_path,
     masked_frame,
@@ -324,20 +322,6 @@ class Worker:
             # Paced like the ramp so that a server that drops everything is not hammered.
             self.loop.call_later(1.0 / self.cfg.connect_rate, self.launch_attempt)
 
-    async def _socket(self) -> socket.socket:
-        cfg = self.cfg
-        sock = socket.socket(cfg.family, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            if cfg.source_address:
-                sock.bind((cfg.source_address, 0))
-            with Deadline(self.loop, cfg.connect_timeout):
-                await self.loop.sock_connect(sock, cfg.address)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
     def launch_attempt(self) -> None:
         if self.stopping:
             return
@@ -352,16 +336,18 @@ class Worker:
         task.add_done_callback(self.tasks.discard)
 
     async def _attempt(self) -> None:
+        cfg = self.cfg
         try:
-            sock = await self._socket()
-            # The TCP connect has its own timeout in _socket; this one bounds the upgrade.
+            # The TCP connect, then the upgrade, each within --connect-timeout.
             await connect(
                 self.loop,
                 self.listener_cls,
-                sock,
                 host=self.host_header,
                 path=self.path,
-                timeout=self.cfg.connect_timeout,
+                timeout=cfg.connect_timeout,
+                address=cfg.address,
+                family=cfg.family,
+                local_addr=(cfg.source_address, 0) if cfg.source_address else None,
             )
         except asyncio.CancelledError:
             raise

@@ -25,6 +25,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import socket
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
@@ -370,16 +371,23 @@ class Deadline:
 async def connect(
     loop: asyncio.AbstractEventLoop,
     factory: Callable[[], P],
-    sock: Any,
     *,
     host: str,
     path: str,
     timeout: float,
+    sock: socket.socket | None = None,
+    address: tuple[Any, ...] | None = None,
+    family: int = 0,
+    local_addr: tuple[str, int] | None = None,
 ) -> P:
-    """Upgrade the connected socket `sock` to a WebSocket; the protocol object once open.
+    """Open a WebSocket; the protocol object once the upgrade has succeeded.
 
-    Raises HandshakeError, TimeoutError (no answer within `timeout`), or the OSError of a
-    connection that ended during the upgrade.
+    Either over `sock`, already connected, or to `address` (an IP literal and port: no name
+    lookup), then the TCP connect is bounded by `timeout` too. The loop creates that socket
+    itself: with uvloop no Python socket object stays behind for the connection's life.
+    `host` and `path` go into the request. Raises HandshakeError, TimeoutError (no answer
+    within `timeout`), or the OSError of a connect that failed or a connection that ended
+    during the upgrade.
     """
     request, accept = upgrade_request(host, path)
     waiter: asyncio.Future[None] = loop.create_future()
@@ -387,14 +395,21 @@ async def connect(
     conn.upgrade = (request, accept, waiter)
     transport = None
     try:
-        with Deadline(loop, timeout):
+        if sock is not None:
             transport, _ = await loop.create_connection(lambda: conn, sock=sock)
+        else:
+            assert address is not None
+            with Deadline(loop, timeout):
+                transport, _ = await loop.create_connection(
+                    lambda: conn, address[0], address[1], family=family, local_addr=local_addr
+                )
+        with Deadline(loop, timeout):
             await waiter
     except BaseException:
         conn.upgrade = None
         if transport is not None:
             transport.abort()
-        else:
+        elif sock is not None:
             sock.close()
         raise
     return conn
