@@ -521,7 +521,8 @@ class _LeanConnection(asyncio.Protocol):
 
 
 class _EchoListener(WSListener):
-    """One per WebSocket connection: echoes messages, enforces the message size limit."""
+    """A WebSocket connection that stays on picows (see _Protocol): echoes messages, enforces the
+    message size limit, with the same behaviour as _LeanConnection."""
 
     __slots__ = ("_decoder", "_frag", "_frag_type", "_metrics", "_proto", "_transport")
 
@@ -740,7 +741,8 @@ _DETACHED = _Detached()
 
 
 class _Protocol(WSProtocol):  # type: ignore[misc]
-    """picows' protocol during the handshake (and the plain HTTP requests), plus bookkeeping.
+    """picows' protocol for the requests the lean path hands over (_LeanConnection._delegate):
+    plain HTTP endpoints, rejections, errors, unusual upgrades; plus wsecho's bookkeeping.
 
     Once a WebSocket handshake succeeds, `take_over()` moves the TCP transport to a
     _LeanConnection and this object, its listener and picows' buffers are freed. Only when the
