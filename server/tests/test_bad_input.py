@@ -60,6 +60,26 @@ def test_garbage_request_line(limited: Service) -> None:
     assert limited.metrics()["wsecho_handshake_failures_total"] >= 2
 
 
+def test_endless_request_head_is_cut_off(limited: Service) -> None:
+    """A request head that never ends (64 KiB of headers, no blank line) is not buffered without
+    bound: the server answers 4xx or hangs up, and counts a failed handshake."""
+    before = limited.metrics()["wsecho_handshake_failures_total"]
+    with socket.create_connection(("127.0.0.1", limited.port), timeout=10) as sock:
+        head = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        try:
+            sock.sendall(head)
+            for i in range(64):
+                sock.sendall(b"X-Filler-%d: %b\r\n" % (i, b"x" * 1000))
+            response = sock.recv(4096)
+        except (ConnectionResetError, BrokenPipeError):
+            response = b""
+    assert response == b"" or response.startswith((b"HTTP/1.1 4", b"HTTP/1.0 4")), response[:80]
+    deadline = time.monotonic() + 5
+    while limited.metrics()["wsecho_handshake_failures_total"] < before + 1:
+        assert time.monotonic() < deadline, "the cut-off request is not counted"
+        time.sleep(0.05)
+
+
 def test_http_request_without_upgrade(limited: Service) -> None:
     """A plain GET of the WebSocket path is refused with a 4xx status."""
     status = _http_status(limited.port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
