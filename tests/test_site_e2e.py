@@ -70,6 +70,14 @@ def lab_inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (inv / "group_vars" / "all" / "experiment.yml").symlink_to(
         ROOT / "inventory" / "lab" / "group_vars" / "all" / "experiment.yml"
     )
+    # A wheelhouse of its own, empty at the start: the run must build every wheel it ships, as on a
+    # fresh clone, whatever other tests left in the repository's .cache/wheelhouse.
+    wheels = tmp_path_factory.mktemp("wheelhouse")
+    (inv / "group_vars" / "all" / "wheelhouse.yml").write_text(
+        f"wheelhouse_dir: {wheels}\n"
+        f"container_target_wheelhouse_dir: {wheels}\n"
+        f"swarm_client_wheelhouse_dir: {wheels}\n"
+    )
     (inv / "hosts.yml").write_text(
         "all:\n  children:\n"
         f"    testhosts:\n      hosts:\n        {LAB_HOST}:\n"
