@@ -219,17 +219,20 @@ def test_address_not_available_is_counted(tmp_path: Path) -> None:
         "ip link set lo up\n"
         "sysctl -q -w net.ipv4.ip_local_port_range='40000 40007'\n"
         f"{sys.executable} {server} > {tmp_path}/port 2>&1 &\n"
+        "server=$!\n"
         f"for i in $(seq 100); do grep -q PORT {tmp_path}/port && break; sleep 0.05; done\n"
         f"port=$(awk '{{print $2}}' {tmp_path}/port)\n"
         # Connections of the test itself hold most of the 8 ports for the whole run.
         f"{sys.executable} -c 'import socket,time\n"
         "s=[socket.create_connection((\"127.0.0.1\",'$port')) for _ in range(5)]\n"
         "time.sleep(30)' >/dev/null 2>&1 &\n"
+        "holder=$!\n"
         "sleep 0.5\n"
         f"{sys.executable} -m wsswarm run --url ws://127.0.0.1:$port/ --processes 1 "
         f"--connections 6 --connect-rate 100 --warmup 0 --duration 1 --no-probe --out {out}"
         " || rc=$?\n"
-        "kill $(jobs -p) 2>/dev/null || true\n"
+        # By pid: `jobs -p` of a non-interactive sh lists nothing, and the server outlived the test.
+        "kill $server $holder 2>/dev/null || true\n"
         "exit ${rc:-0}\n"
     )
     proc = subprocess.run(
