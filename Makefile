@@ -33,7 +33,7 @@ lint: bootstrap
 
 test: lint
 	scripts/autobahn.sh >/dev/null   # the conformance suite (Python 2.7), installed once into .cache/
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=25 $(PYTEST_ARGS)
 
 test-fast: bootstrap
 	$(BIN)/pytest -m "not lab" $(PYTEST_ARGS)
