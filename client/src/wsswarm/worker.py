@@ -29,8 +29,8 @@ from typing import IO, Any, ClassVar
 from wsswarm import errors, latency
 from wsswarm.wsclient import (
     TEXT,
-    Attempt,
     ClientProtocol,
+    connect,
     host_and_path,
     masked_frame,
     server_frame,
@@ -271,7 +271,7 @@ class Worker:
         self.stop_reason = "completed"
         self.stop_message = ""
         self.conns: set[_Conn] = set()
-        self.attempts: set[Attempt] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
         self.ramp_launched = False
         self.ramp_done_at: float | None = None
         self.first_attempt_at: float | None = None
@@ -331,27 +331,31 @@ class Worker:
         if self.first_attempt_at is None:
             self.first_attempt_at = now
         self.last_attempt_at = now
-        # Callback-driven (see wsclient.Attempt): no Task nor coroutine frame per attempt.
-        cfg = self.cfg
-        attempt = Attempt(
-            self.loop,
-            self.listener_cls(),
-            self._attempt_done,
-            host=self.host_header,
-            path=self.path,
-            timeout=cfg.connect_timeout,
-            address=cfg.address,
-            family=cfg.family,
-            local_addr=(cfg.source_address, 0) if cfg.source_address else None,
-        )
-        self.attempts.add(attempt)
+        task = self.loop.create_task(self._attempt())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
-    def _attempt_done(self, attempt: Attempt, exc: BaseException | None) -> None:
-        self.attempts.discard(attempt)
-        if exc is not None:
+    async def _attempt(self) -> None:
+        cfg = self.cfg
+        try:
+            # The TCP connect, then the upgrade, each within --connect-timeout.
+            await connect(
+                self.loop,
+                self.listener_cls,
+                host=self.host_header,
+                path=self.path,
+                timeout=cfg.connect_timeout,
+                address=cfg.address,
+                family=cfg.family,
+                local_addr=(cfg.source_address, 0) if cfg.source_address else None,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
             self._fail(errors.classify(exc), errors.describe(exc))
-        self.pending -= 1
-        self._check_ramp_done()
+        finally:
+            self.pending -= 1
+            self._check_ramp_done()
 
     def _fail(self, kind: str, message: str) -> None:
         self.failed += 1
@@ -372,7 +376,7 @@ class Worker:
         ):
             self.ramp_done_at = time.time()
             # A set never shrinks: drop the one sized for the ramp's attempts in flight.
-            self.attempts = set()
+            self.tasks = set()
             _release_free_memory()
             self._send(
                 (
@@ -569,10 +573,8 @@ class Worker:
     async def drain(self) -> None:
         """Stop sending, wait (bounded) for the echoes in flight, then close politely."""
         self.sending = False
-        for attempt in list(self.attempts):
-            attempt.cancel()  # silent: no on_done, so counted here
-            self.pending -= 1
-        self.attempts = set()
+        for task in list(self.tasks):
+            task.cancel()
         deadline = self.loop.time() + self.cfg.drain_timeout
         while self.loop.time() < deadline and any(c.in_flight() for c in self.conns):
             await asyncio.sleep(0.02)

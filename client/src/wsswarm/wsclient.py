@@ -27,7 +27,7 @@ import hashlib
 import os
 import socket
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -143,14 +143,6 @@ def check_response(head: bytes, accept: bytes) -> None:
             raise HandshakeError(None, f"101 response with {name.decode()} that was not requested")
 
 
-class Waiter(Protocol):
-    """What a protocol tells the outcome of its upgrade: an asyncio.Future, or an Attempt."""
-
-    def done(self) -> bool: ...
-    def set_result(self, _result: None, /) -> None: ...
-    def set_exception(self, exception: BaseException, /) -> None: ...
-
-
 class ClientProtocol(asyncio.Protocol):
     """One client connection: the upgrade, then frames to `on_text`, `on_close_frame`.
 
@@ -164,7 +156,7 @@ class ClientProtocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         # (request, expected accept, waiter) until the upgrade is answered, then None.
-        self.upgrade: tuple[bytes, bytes, Waiter] | None = None
+        self.upgrade: tuple[bytes, bytes, asyncio.Future[None]] | None = None
         self.rest: bytes | None = None  # bytes of an incomplete frame (or response head)
         self.frag: tuple[int, bytes] | None = None  # opcode and payload of a fragmented message
 
@@ -236,10 +228,8 @@ class ClientProtocol(asyncio.Protocol):
             self.upgrade = None
             if waiter.done():  # the upgrade timed out just now: the connection is being dropped
                 return
-            # on_open first: a callback-driven Attempt learns of the success synchronously,
-            # and its owner's counts must already include this connection.
-            self.on_open()
             waiter.set_result(None)
+            self.on_open()
             data = data[end + 4 :]
             if not data:
                 return
@@ -423,123 +413,3 @@ async def connect(
             sock.close()
         raise
     return conn
-
-
-class Attempt:
-    """A connect and upgrade driven by callbacks: no coroutine, no Task of its own.
-
-    `connect` costs a Task, its coroutine frame, two timers and a waiter future per attempt;
-    a fast ramp has hundreds to thousands of attempts in flight, and that short-lived garbage,
-    interleaved with the connections that stay, fragments the heap for the rest of the run.
-    Here one small object is the upgrade's waiter (the protocol calls `set_result` or
-    `set_exception` on it) and holds one timer at a time; only uvloop's `create_connection`
-    coroutine still needs a Task. `on_done(attempt, None)` after a successful upgrade (after
-    the protocol's `on_open`), `on_done(attempt, exc)` with the same exceptions `connect`
-    raises; nothing after `cancel()`.
-    """
-
-    __slots__ = (
-        "_timer",
-        "conn",
-        "failed",
-        "finished",
-        "fut",
-        "loop",
-        "on_done",
-        "timeout",
-        "transport",
-    )
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        conn: ClientProtocol,
-        on_done: Callable[[Attempt, BaseException | None], None],
-        *,
-        host: str,
-        path: str,
-        timeout: float,
-        address: tuple[Any, ...],
-        family: int = 0,
-        local_addr: tuple[str, int] | None = None,
-    ) -> None:
-        request, accept = upgrade_request(host, path)
-        conn.upgrade = (request, accept, self)
-        self.loop = loop
-        self.conn = conn
-        self.on_done = on_done
-        self.timeout = timeout
-        self.finished = False
-        self.failed = False  # finished by a failure or cancel: a late transport is aborted
-        self.transport: asyncio.BaseTransport | None = None
-        self.fut: asyncio.Future[Any] | None = loop.create_task(
-            loop.create_connection(
-                self._protocol, address[0], address[1], family=family, local_addr=local_addr
-            )
-        )
-        self.fut.add_done_callback(self._connected)
-        self._timer: asyncio.TimerHandle | None = loop.call_later(timeout, self._expire)
-
-    def _protocol(self) -> ClientProtocol:
-        return self.conn
-
-    def _connected(self, fut: asyncio.Future[Any]) -> None:
-        self.fut = None
-        if self.finished:  # already reported (the upgrade can succeed before this callback)
-            if self.failed and not fut.cancelled() and fut.exception() is None:
-                fut.result()[0].abort()
-            return
-        exc = fut.exception()
-        if exc is not None:
-            self._finish(exc)
-            return
-        self.transport = fut.result()[0]
-        if self._timer is not None:
-            self._timer.cancel()
-        # The upgrade gets its own --connect-timeout, as in `connect`.
-        self._timer = self.loop.call_later(self.timeout, self._expire)
-
-    def _expire(self) -> None:
-        self._timer = None
-        self._finish(TimeoutError(f"no answer within {self.timeout:g} s"))
-
-    def _finish(self, exc: BaseException | None) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if exc is not None:
-            self.failed = True
-            self._drop()
-        self.on_done(self, exc)
-
-    def _drop(self) -> None:
-        self.conn.upgrade = None
-        if self.fut is not None:
-            self.fut.cancel()
-        if self.transport is not None:
-            self.transport.abort()  # type: ignore[attr-defined]
-
-    def cancel(self) -> None:
-        """Give up silently (the worker is stopping)."""
-        if self.finished:
-            return
-        self.finished = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.failed = True
-        self._drop()
-
-    # ---- the waiter the protocol reports to ----------------------------------------------
-
-    def done(self) -> bool:
-        return self.finished
-
-    def set_result(self, _result: None, /) -> None:
-        self._finish(None)
-
-    def set_exception(self, exception: BaseException, /) -> None:
-        self._finish(exception)
