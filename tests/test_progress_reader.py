@@ -112,6 +112,8 @@ def test_reader_reports_live_and_ended_runs(tmp_path: Path, wsecho_port: int) ->
     assert ended["phase"] == "ended"
     assert ended["roundtrips_per_s"] > 0, "an ended run must show its last measured rate"
     assert ended["measured_roundtrips_per_s"] == round(summary["roundtrips_per_s"], 1)
+    # Attempts and failures are cumulative: an ended run still shows them (0 open now).
+    assert (ended["attempted"], ended["failed"], ended["open"]) == (20, 0, 0)
 
 
 def test_reader_skips_damaged_lines(tmp_path: Path) -> None:

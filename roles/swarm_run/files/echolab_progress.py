@@ -24,13 +24,16 @@ TAIL_BYTES = 65536
 STALE_S = 5.0
 
 
-def last_records(
-    path: Path,
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
-    """Return (start record, last complete record, last measured tick) of a worker file."""
-    start: dict[str, Any] | None = None
-    last: dict[str, Any] | None = None
-    measured: dict[str, Any] | None = None
+Record = dict[str, Any]
+
+
+def last_records(path: Path) -> tuple[Record | None, Record | None, Record | None, Record | None]:
+    """Return (start record, last complete record, last tick, last measured tick) of a worker
+    file; the last tick carries the cumulative attempts and failures of a worker that ended."""
+    start: Record | None = None
+    last: Record | None = None
+    final_tick: Record | None = None
+    measured: Record | None = None
     with path.open("rb") as handle:
         first = handle.readline()
         try:
@@ -48,10 +51,12 @@ def last_records(
                 continue
             if last is None:
                 last = record
+            if record.get("type") == "tick" and final_tick is None:
+                final_tick = record
             if record.get("type") == "tick" and record.get("phase") == "measure":
                 measured = record
                 break
-    return start, last, measured
+    return start, last, final_tick, measured
 
 
 def tick_rate(tick: dict[str, Any]) -> float:
@@ -86,7 +91,7 @@ def progress(out_dir: Path, now: float) -> dict[str, Any]:
     }
     for path in workers:
         try:
-            _, last, measured = last_records(path)
+            _, last, final_tick, measured = last_records(path)
         except OSError:
             continue
         if last is None:
@@ -96,6 +101,9 @@ def progress(out_dir: Path, now: float) -> dict[str, Any]:
             phases["ended"] += 1
             if measured is not None:
                 result["roundtrips_per_s"] += tick_rate(measured)
+            if final_tick is not None:
+                result["attempted"] += int(final_tick.get("attempted", 0))
+                result["failed"] += int(final_tick.get("failed", 0))
             continue
         if last.get("type") != "tick":
             phases["starting"] += 1
