@@ -145,3 +145,21 @@ def wsswarm(tmp_path: Path) -> Callable[..., RunResult]:
         )
 
     return run
+
+
+@pytest.fixture
+def in_private_netns() -> Callable[[Path], subprocess.CompletedProcess[str]]:
+    """Run a shell script in a network namespace of its own (`unshare --net`: loopback only, so
+    nothing it does can reach another address); fail when the script fails."""
+
+    def run(script: Path) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            ["unshare", "--net", "sh", str(script)],
+            capture_output=True, text=True, timeout=timeout(60), check=False,
+            start_new_session=True,
+        )  # fmt: skip
+        # unshare may be forbidden in some containers: that must fail loudly, not skip.
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        return proc
+
+    return run

@@ -212,7 +212,9 @@ def test_too_many_open_files_is_counted(wsecho: Wsecho, wsswarm: Callable[..., R
     assert summary["connections"]["open"] == 60 - failed
 
 
-def test_address_not_available_is_counted(tmp_path: Path) -> None:
+def test_address_not_available_is_counted(
+    tmp_path: Path, in_private_netns: Callable[[Path], subprocess.CompletedProcess[str]]
+) -> None:
     """In a private network namespace with 8 local ports, connects beyond them get EADDRNOTAVAIL."""
     script = tmp_path / "inner.sh"
     out = tmp_path / "out"
@@ -238,13 +240,7 @@ def test_address_not_available_is_counted(tmp_path: Path) -> None:
         "kill $server $holder 2>/dev/null || true\n"
         "exit ${rc:-0}\n"
     )
-    proc = subprocess.run(
-        ["unshare", "--net", "sh", str(script)],
-        capture_output=True, text=True, timeout=timeout(60), check=False,
-        start_new_session=True,
-    )  # fmt: skip
-    # unshare may be forbidden in some containers: that must fail loudly, not skip.
-    assert proc.returncode == 0, proc.stderr + proc.stdout
+    in_private_netns(script)
     summary = json.loads((out / "summary.json").read_text())
     # 8 ports, 5 held by the test, maybe 1 by the server's listening socket: 2 or 3 remain.
     failed = summary["errors"]["addr_not_available"]
