@@ -32,6 +32,7 @@ import logging
 from http import HTTPStatus
 from typing import Any, ClassVar
 
+from wsecho.accept import Acceptor, listening_sockets
 from wsecho.common import (
     CLOSE_TIMEOUT,
     HEALTH_PATH,
@@ -886,28 +887,30 @@ class PicowsServer:
             },
         )
         self.event = EventLog(log)
-        self._server: asyncio.Server | None = None
+        self._acceptor: Acceptor | None = None
         self._running = contextlib.ExitStack()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._running.enter_context(block_aiofastnet())
-        self._server = await loop.create_server(
-            self.lean_type,  # every connection starts on the lean path
+        # Our own accept loop, not loop.create_server: uvloop accepts one connection per loop
+        # iteration (see wsecho.accept). Every connection starts on the lean path.
+        sockets = listening_sockets(
             self.settings.host,
             self.settings.port,
             backlog=4096,  # bursts of connects (1,000/s ramps) must not overflow the accept queue
-            reuse_address=True,
         )
+        self._acceptor = Acceptor(loop, self.lean_type, sockets)
+        self._acceptor.start()
 
     @property
     def ports(self) -> list[int]:
-        assert self._server is not None
-        return [s.getsockname()[1] for s in self._server.sockets]
+        assert self._acceptor is not None
+        return self._acceptor.ports
 
     async def shutdown(self) -> None:
-        assert self._server is not None
-        self._server.close()
+        assert self._acceptor is not None
+        self._acceptor.close()
         for conn in list(self.lean):
             if conn.is_open:
                 conn.close_with(1001, b"server shutting down")

@@ -1,0 +1,151 @@
+"""Accepting: a busy server takes every queued connection at once, on uvloop and on asyncio.
+
+uvloop's own create_server accepts one connection per loop iteration; a saturated echo server
+then answers a ramp's upgrades seconds late (see wsecho.accept). These tests count loop
+iterations, not seconds: the kernel completes the TCP handshakes of QUEUED clients while the
+server's loop is not running, then the loop gets a few iterations and must have taken them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+from wsecho import accept
+from wsecho.backend_picows import PicowsServer
+from wsecho.config import Settings
+from wsecho.metrics import Metrics
+
+QUEUED = 200
+# Waits scale like conftest.timeout (WSECHO_TEST_TIMEOUT_FACTOR on slow machines).
+TIMEOUT_FACTOR = float(os.environ.get("WSECHO_TEST_TIMEOUT_FACTOR", "1"))
+ITERATIONS = 6  # readiness, accept, transport, connection_made, with room to spare
+
+LOOPS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {
+    "uvloop": uvloop.run,
+    "asyncio": asyncio.run,
+}
+
+
+async def _iterations(count: int) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("loop_name", sorted(LOOPS))
+def test_every_queued_connection_is_accepted_within_a_few_iterations(loop_name: str) -> None:
+    async def scenario() -> None:
+        server = PicowsServer(Settings(host="127.0.0.1", port=0), Metrics())
+        await server.start()
+        port = server.ports[0]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(QUEUED)]
+        try:
+            await _iterations(ITERATIONS)
+            assert len(server.lean) == QUEUED
+        finally:
+            for client in clients:
+                client.close()
+            await server.shutdown()
+
+    LOOPS[loop_name](scenario())
+
+
+def test_accepted_connections_are_served() -> None:
+    """An accepted socket becomes a working WebSocket connection (upgrade and echo)."""
+
+    async def scenario() -> None:
+        server = PicowsServer(Settings(host="127.0.0.1", port=0), Metrics())
+        await server.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.ports[0])
+        try:
+            writer.write(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 101")
+            assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head  # RFC 6455 1.3's example
+            writer.write(b"\x81\x82" + b"\x00\x00\x00\x00" + b"hi")  # masked with a zero key
+            assert await asyncio.wait_for(reader.readexactly(4), 10) == b"\x81\x02hi"
+        finally:
+            writer.close()
+            await server.shutdown()
+
+    uvloop.run(scenario())
+
+
+def test_listening_on_a_port_in_use_names_the_address() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=rf"cannot listen on \('127.0.0.1', {port}\)") as info:
+            accept.listening_sockets("127.0.0.1", port, backlog=16)
+        assert info.value.errno == errno.EADDRINUSE
+
+
+def test_out_of_file_descriptors_pauses_accepting_and_loses_nothing(tmp_path: Path) -> None:
+    """A real EMFILE: wsecho limited to 40 file descriptors (room for ~25 connections) gets 40
+    upgrades. It serves what it can, says why it cannot accept the rest, and once clients leave
+    it serves the queued ones: none is dropped."""
+    log_path = tmp_path / "wsecho.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [*LIMITED, sys.executable, "-m", "wsecho", "--host", "127.0.0.1", "--port", "0"],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    clients: list[socket.socket] = []
+    try:
+        port = _port_of(proc, log_path)
+        for _ in range(40):
+            client = socket.create_connection(("127.0.0.1", port), timeout=10 * TIMEOUT_FACTOR)
+            client.sendall(UPGRADE)
+            clients.append(client)
+        _wait_for(lambda: "cannot accept connections" in log_path.read_text(), log_path)
+        assert "Too many open files" in log_path.read_text()
+        # The kernel queues connections in order: the first 20 were served. Their leaving frees
+        # descriptors for the queued ones.
+        for client in clients[:20]:
+            assert client.recv(12) == b"HTTP/1.1 101"
+            client.close()
+        for client in clients[20:]:
+            assert client.recv(12) == b"HTTP/1.1 101"  # served after the pause, not dropped
+    finally:
+        for client in clients:
+            client.close()
+        proc.terminate()
+        proc.wait(20 * TIMEOUT_FACTOR)
+
+
+LIMITED = ["prlimit", "--nofile=40:40"]  # util-linux: run a command with these limits
+UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def _port_of(proc: subprocess.Popen[bytes], log_path: Path) -> int:
+    _wait_for(lambda: "serving on port" in log_path.read_text(), log_path, proc)
+    match = re.search(r"serving on port (\d+)", log_path.read_text())
+    assert match is not None
+    return int(match.group(1))
+
+
+def _wait_for(
+    condition: Callable[[], bool], log_path: Path, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + 20 * TIMEOUT_FACTOR
+    while not condition():
+        if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
+            raise AssertionError(f"wsecho's log does not show it:\n{log_path.read_text()}")
+        time.sleep(0.05)
