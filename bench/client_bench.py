@@ -125,7 +125,9 @@ def wsswarm_per_connection(out: Path, sampler: TreeSampler, result: LoadResult) 
         with path.open() as f:
             start_record = json.loads(f.readline())
         pid, t_start = int(start_record["pid"]), float(start_record["t"])
-        before = sampler.rss_of(pid, t_start)
+        # The worker's own reading at its start record (exact); the sampler's last reading
+        # before it only for files written before wsswarm recorded it.
+        before = start_record.get("rss_bytes") or sampler.rss_of(pid, t_start)
         at_n = sampler.max_rss_of(pid, result.measure_started, result.measure_ended)
         if before is None or at_n is None:
             return None

@@ -73,6 +73,8 @@ def test_worker_files_follow_the_format(wsecho: Wsecho, wsswarm: Callable[..., R
         assert start["worker"] == index
         assert start["label"] == "lab-vm"
         assert start["params"]["connections"] == 40
+        # The baseline of the memory the connections add: read before the first of them.
+        assert start["rss_bytes"] > 1 << 20
         assert end["type"] == "end"
         assert end["reason"] == "completed"
         phases = [tick["phase"] for tick in ticks]

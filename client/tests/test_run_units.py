@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
+import os
 import random
+import socket
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hdrh.histogram import HdrHistogram
-from wsswarm import cli, errors, latency, limits
+from wsswarm import cli, errors, latency, limits, worker
 from wsswarm.console import Console
 from wsswarm.run import (
     UsageError,
@@ -55,6 +60,41 @@ def test_a_cleared_histogram_is_as_good_as_a_new_one() -> None:
     latency.record_bulk(reused, second)
     assert latency.encode(reused) == latency.encode(fresh)
     assert latency.summarize_ms(reused) == latency.summarize_ms(fresh)
+
+
+def test_folds_during_a_tick_add_up_to_one_fold_of_the_tick() -> None:
+    """Raw latencies folded every 0.1 s give the tick record one fold of them all would give."""
+    rng = random.Random(5)
+    ticks = [[rng.randint(1, 10**6) for _ in range(700)] for _ in range(2)]
+
+    async def records(ticks: list[list[int]], folds: int) -> list[dict[str, Any]]:
+        w = worker.Worker(_worker_config(), None)
+        result = []
+        for values in ticks:
+            for part in range(folds):
+                for value in values[part::folds]:
+                    w.lat_append(value)
+                w.fold()
+            result.append(w.make_tick("measure"))
+        os.close(w.statm_fd)
+        return result
+
+    for values, folded in zip(ticks, asyncio.run(records(ticks, 3)), strict=True):
+        (whole,) = asyncio.run(records([values], 1))
+        assert folded["roundtrips"] == whole["roundtrips"] == len(values)
+        assert folded["latency_ms"] == whole["latency_ms"]
+        assert folded["latency_ms"]["mean"] == round(sum(values) / len(values) / 1000, 4)
+        # The second tick holds only its own values: the folds of the first were cleared.
+        assert folded["histogram"] == whole["histogram"]
+
+
+def _worker_config() -> worker.WorkerConfig:
+    return worker.WorkerConfig(
+        index=0, url="ws://127.0.0.1:9/", address=("127.0.0.1", 9), family=socket.AF_INET,
+        connections=1, connect_rate=1.0, offset_s=0.0, t0=time.time(), tick_s=1.0,
+        mode="closed", rate=0.0, compat=False, connect_timeout=1.0, reconnect=False,
+        out_dir=None, label="", host="",
+    )  # fmt: skip
 
 
 def test_summarize_ms_of_an_empty_histogram_is_none() -> None:
