@@ -13,7 +13,7 @@ import hashlib
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import uvloop
@@ -323,3 +323,174 @@ def unmask_long(frame: bytes) -> tuple[int, bytes]:
         length, pos = int.from_bytes(frame[2:10], "big"), 10
     mask, body = frame[pos : pos + 4], frame[pos + 4 : pos + 4 + length]
     return frame[0] & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(body))
+
+
+# ---- Dialer: many attempts by callbacks, one timer for all deadlines ----------------------
+
+
+class Dialed(Recorder):
+    """A Recorder that notes, when it opens, what the dialer has reported so far."""
+
+    __slots__ = ("reported_at_open",)
+    log: list[tuple[Recorder, BaseException | None]]
+
+    def on_open(self) -> None:
+        super().on_open()
+        self.reported_at_open = len(self.log)
+
+
+def dial_all(
+    port: int, count: int, timeout: float, answer: Callable[[bytes], bytes | None] | None = None
+) -> tuple[list[tuple[Recorder, BaseException | None]], float, wsclient.Dialer]:
+    """Dial `count` attempts to 127.0.0.1:`port`; the server (when `answer` is given) replies
+    to each request with answer(request), or closes when that is None."""
+    log: list[tuple[Recorder, BaseException | None]] = []
+
+    async def main() -> tuple[float, wsclient.Dialer]:
+        loop = asyncio.get_running_loop()
+        server = None
+        if answer is not None:
+
+            async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                request = await reader.readuntil(b"\r\n\r\n")
+                reply = answer(request)
+                if reply is not None:
+                    writer.write(reply)
+                    await reader.read()  # until the client closes
+                writer.close()
+
+            server = await asyncio.start_server(serve, "127.0.0.1", port)
+        dialer = wsclient.Dialer(
+            loop,
+            lambda conn, exc: log.append((cast(Recorder, conn), exc)),
+            host=f"127.0.0.1:{port}",
+            path="/",
+            timeout=timeout,
+            address=("127.0.0.1", port),
+        )
+        Dialed.log = log
+        started = loop.time()
+        for _ in range(count):
+            dialer.dial(Dialed())
+        while len(log) < count and loop.time() - started < 10 * TIMEOUT_FACTOR:
+            await asyncio.sleep(0.01)
+        elapsed = loop.time() - started
+        for conn, exc in log:
+            if exc is None:
+                conn.send_close()
+        await settle()
+        if server is not None:
+            server.close()
+        return elapsed, dialer
+
+    loop = uvloop.new_event_loop()
+    try:
+        elapsed, dialer = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    return log, elapsed, dialer
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_dialer_opens_connections_and_reports_each_once() -> None:
+    """Every attempt is reported once, after the protocol's on_open (so owners count it)."""
+    log, _elapsed, dialer = dial_all(free_port(), 30, 5.0, good_answer)
+    assert len(log) == 30
+    assert len({id(conn) for conn, _ in log}) == 30
+    for index, (conn, exc) in enumerate(log):
+        assert exc is None
+        assert conn.opened
+        assert isinstance(conn, Dialed)
+        assert conn.reported_at_open == index  # on_open ran just before its own report
+        assert conn.upgrade is None
+    assert dialer.in_flight == 0
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [
+        (lambda _request: b"HTTP/1.1 503 Busy\r\n\r\n", "handshake_503"),
+        (lambda _request: None, "reset"),
+    ],
+)
+def test_dialer_reports_rejected_and_closed_upgrades(
+    answer: Callable[[bytes], bytes | None], kind: str
+) -> None:
+    log, _elapsed, dialer = dial_all(free_port(), 5, 5.0, answer)
+    assert [errors.classify(exc) for _conn, exc in log if exc is not None] == [kind] * 5
+    assert not any(conn.opened for conn, _ in log)
+    assert dialer.in_flight == 0
+
+
+def test_dialer_reports_a_refused_connect() -> None:
+    log, _elapsed, dialer = dial_all(free_port(), 3, 5.0)  # nothing listens there
+    assert [errors.classify(exc) for _conn, exc in log if exc is not None] == ["refused"] * 3
+    assert dialer.in_flight == 0
+
+
+def test_dialer_times_out_both_phases_with_one_timer() -> None:
+    """A listener that never accepts, queue of 1: some attempts wait for the upgrade answer,
+    the others for a SYN-ACK; all end at the timeout (plus at most one sweep)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        log, elapsed, dialer = dial_all(listener.getsockname()[1], 8, 0.3)
+    assert [errors.classify(exc) for _conn, exc in log if exc is not None] == ["timeout"] * 8
+    assert 0.3 <= elapsed < (0.3 + wsclient.Dialer.SWEEP_S) * 3 * TIMEOUT_FACTOR
+    assert dialer.in_flight == 0
+
+
+def test_dialer_cancel_all_reports_nothing_and_closes() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        log: list[BaseException | None] = []
+
+        async def main() -> int:
+            loop = asyncio.get_running_loop()
+            dialer = wsclient.Dialer(
+                loop,
+                lambda _conn, exc: log.append(exc),
+                host="h",
+                path="/",
+                timeout=0.2,
+                address=("127.0.0.1", port),
+            )
+            for _ in range(4):
+                dialer.dial(Recorder())
+            await asyncio.sleep(0.05)
+            dialer.cancel_all()
+            await asyncio.sleep(0.5)  # past the timeout: no report comes
+            return dialer.in_flight
+
+        loop = uvloop.new_event_loop()
+        try:
+            assert loop.run_until_complete(main()) == 0
+        finally:
+            loop.close()
+        assert log == []
+        # The queued connections were dropped by the client: each ends (EOF or reset).
+        listener.settimeout(2)
+        for _ in range(4):
+            conn, _addr = listener.accept()
+            with conn:
+                conn.settimeout(2)
+                assert read_to_end(conn)
+
+
+def read_to_end(conn: socket.socket) -> bool:
+    """Whether the peer ended the connection (EOF or reset) within the socket's timeout."""
+    try:
+        while conn.recv(4096):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True

@@ -31,7 +31,7 @@ from wsswarm import errors, latency
 from wsswarm.wsclient import (
     TEXT,
     ClientProtocol,
-    connect,
+    Dialer,
     host_and_path,
     masked_frame,
     server_frame,
@@ -279,7 +279,17 @@ class Worker:
         self.stop_reason = "completed"
         self.stop_message = ""
         self.conns: set[_Conn] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
+        # Attempts in flight: callbacks and one timer for all (see wsclient.Dialer).
+        self.dialer = Dialer(
+            self.loop,
+            self._attempt_done,
+            host=self.host_header,
+            path=self.path,
+            timeout=cfg.connect_timeout,
+            address=cfg.address,
+            family=cfg.family,
+            local_addr=(cfg.source_address, 0) if cfg.source_address else None,
+        )
         self.ramp_launched = False
         self.ramp_done_at: float | None = None
         self.first_attempt_at: float | None = None
@@ -339,31 +349,14 @@ class Worker:
         if self.first_attempt_at is None:
             self.first_attempt_at = now
         self.last_attempt_at = now
-        task = self.loop.create_task(self._attempt())
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        # The TCP connect, then the upgrade, each within --connect-timeout.
+        self.dialer.dial(self.listener_cls())
 
-    async def _attempt(self) -> None:
-        cfg = self.cfg
-        try:
-            # The TCP connect, then the upgrade, each within --connect-timeout.
-            await connect(
-                self.loop,
-                self.listener_cls,
-                host=self.host_header,
-                path=self.path,
-                timeout=cfg.connect_timeout,
-                address=cfg.address,
-                family=cfg.family,
-                local_addr=(cfg.source_address, 0) if cfg.source_address else None,
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+    def _attempt_done(self, _conn: ClientProtocol, exc: BaseException | None) -> None:
+        if exc is not None:
             self._fail(errors.classify(exc), errors.describe(exc))
-        finally:
-            self.pending -= 1
-            self._check_ramp_done()
+        self.pending -= 1
+        self._check_ramp_done()
 
     def _fail(self, kind: str, message: str) -> None:
         self.failed += 1
@@ -383,8 +376,7 @@ class Worker:
             and not self.stopping
         ):
             self.ramp_done_at = time.time()
-            # A set never shrinks: drop the one sized for the ramp's attempts in flight.
-            self.tasks = set()
+            self.dialer.shrink()
             _release_free_memory()
             self._send(
                 (
@@ -594,8 +586,7 @@ class Worker:
     async def drain(self) -> None:
         """Stop sending, wait (bounded) for the echoes in flight, then close politely."""
         self.sending = False
-        for task in list(self.tasks):
-            task.cancel()
+        self.dialer.cancel_all()
         deadline = self.loop.time() + self.cfg.drain_timeout
         while self.loop.time() < deadline and any(c.in_flight() for c in self.conns):
             await asyncio.sleep(0.02)
