@@ -7,9 +7,11 @@ running one wsswarm worker in-process: a quiet ramp (no message until all are op
 of a connection itself) and a busy one (each connection starts its closed loop once open, as
 `wsswarm run` does). RSS (from /proc) just before the ramp, 1 s after the last connection
 opened, and after 3 s more of closed-loop traffic; per connection = growth / open
-connections. The difference between a quiet and a busy ramp is heap that the attempts in
-flight (tasks, timers, futures: ~3 KB each while pending) leave fragmented between the
-connections that stay, not memory a connection holds. Not a test: it prints a table.
+connections; and the most attempts in flight at once (sampled every 0.1 s). The difference
+between a quiet and a busy ramp is heap that the attempts in flight (since 2026-11-27 ~0.7 KB
+each of short-lived objects besides the transport they open; ~2.7 KB before) leave fragmented
+between the connections that stay, not memory a connection holds. Not a test: it prints a
+table.
 """
 
 from __future__ import annotations
@@ -59,11 +61,14 @@ def child(port: int, connections: int, rate: float, busy: bool) -> None:
 
         async def measure() -> None:
             before = rss()
+            in_flight = 0
             while w.ramp_done_at is None:
+                in_flight = max(in_flight, w.pending)
                 await asyncio.sleep(0.1)
             await asyncio.sleep(1.0)
             opened = max(w.open_now, 1)
             result.update(open=w.open_now, failed=w.failed, idle=(rss() - before) / opened)
+            result["in_flight"] = in_flight
             if not busy:
                 w.sending = True
                 now = time.perf_counter_ns()
@@ -116,11 +121,12 @@ def main() -> int:
             r = json.loads(lines[-1])
             rows.append(
                 [f"{rate:,}/s", "yes" if busy else "no", f"{int(r['open']):,}",
-                 f"{int(r['failed']):,}", f"{r['idle'] / 1024:.2f}", f"{r['traffic'] / 1024:.2f}"]
+                 f"{int(r['failed']):,}", f"{int(r['in_flight']):,}", f"{r['idle'] / 1024:.2f}",
+                 f"{r['traffic'] / 1024:.2f}"]
             )  # fmt: skip
         print(f"one wsswarm worker, {args.connections:,} connections to wsecho on 127.0.0.1")
-        headers = ["ramp", "traffic in ramp", "open", "failed", "KiB/conn all open"]
-        print(table([*headers, "KiB/conn 3 s later"], rows))
+        headers = ["ramp", "traffic in ramp", "open", "failed", "max in flight"]
+        print(table([*headers, "KiB/conn all open", "KiB/conn 3 s later"], rows))
     finally:
         server.terminate()
         server.wait(timeout=10)

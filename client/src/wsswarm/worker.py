@@ -676,7 +676,7 @@ def _say(line: str) -> None:
 
 
 def _release_free_memory() -> None:
-    """Give the heap the ramp's transient objects (tasks, futures) used back to the system.
+    """Give the heap the ramp's transient objects (attempts, uvloop's connect tasks) used back.
 
     Without it glibc keeps the freed ramp memory, and the RSS per open connection looks twice
     what the connections themselves hold.
