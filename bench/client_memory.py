@@ -8,10 +8,11 @@ of a connection itself) and a busy one (each connection starts its closed loop o
 `wsswarm run` does). RSS (from /proc) just before the ramp, 1 s after the last connection
 opened, and after 3 s more of closed-loop traffic; per connection = growth / open
 connections; and the most attempts in flight at once (sampled every 0.1 s). The difference
-between a quiet and a busy ramp is heap that the attempts in flight (since 2026-11-27 ~0.7 KB
-each of short-lived objects besides the transport they open; ~2.7 KB before) leave fragmented
-between the connections that stay, not memory a connection holds. Not a test: it prints a
-table.
+between a quiet and a busy ramp is heap that the attempts in flight leave fragmented between
+the connections that stay, not memory a connection holds (short-lived objects per attempt,
+besides the transport it opens, since 2026-11-27: ~0.7 KB while it waits for the upgrade
+answer, ~2.4 KB while its TCP connect is pending; ~2.7 KB waiting for the answer before). Not
+a test: it prints a table.
 """
 
 from __future__ import annotations
