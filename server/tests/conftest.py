@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -28,31 +28,40 @@ def timeout(seconds: float) -> float:
 
 
 class Service:
-    """A wsecho process started with `python -m wsecho ... --host 127.0.0.1 --port 0`."""
+    """A wsecho process started with `python -m wsecho ... --host 127.0.0.1 --port 0`, behind
+    the command prefix `wrapper` if one is given (e.g. `prlimit` to lower its limits)."""
 
-    def __init__(self, backend: str, args: list[str], log_path: Path) -> None:
+    def __init__(
+        self, backend: str, args: list[str], log_path: Path, wrapper: Sequence[str] = ()
+    ) -> None:
         self.backend = backend
         self.log_path = log_path
         self._log = log_path.open("wb")
         command = [sys.executable, "-m", "wsecho", "--backend", backend, "--host", "127.0.0.1"]
         self.proc = subprocess.Popen(
-            [*command, "--port", "0", *args],
+            [*wrapper, *command, "--port", "0", *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        self.port = self._wait_for_port()
+        try:
+            match = _PORT_RE.search(self.wait_for_log("serving on port"))
+        except AssertionError:
+            self.stop()
+            raise
+        assert match is not None
+        self.port = int(match.group(1))
 
-    def _wait_for_port(self) -> int:
+    def wait_for_log(self, text: str) -> str:
+        """Wait until wsecho's output shows `text`; that output."""
         deadline = time.monotonic() + timeout(20)
         while time.monotonic() < deadline:
-            match = _PORT_RE.search(self.log())
-            if match:
-                return int(match.group(1))
+            output = self.log()
+            if text in output:
+                return output
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
-        self.stop()
-        raise AssertionError(f"wsecho did not start; its output:\n{self.log()}")
+        raise AssertionError(f"wsecho's output does not show {text!r}; its output:\n{self.log()}")
 
     @property
     def url(self) -> str:
@@ -111,8 +120,9 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
     """Start wsecho processes; all are stopped (and their logs shown on failure) at the end."""
     started: list[Service] = []
 
-    def start(backend: str, *args: str) -> Service:
-        service = Service(backend, list(args), tmp_path / f"wsecho-{len(started)}.log")
+    def start(backend: str, *args: str, wrapper: Sequence[str] = ()) -> Service:
+        log_path = tmp_path / f"wsecho-{len(started)}.log"
+        service = Service(backend, list(args), log_path, wrapper)
         started.append(service)
         return service
 
@@ -167,13 +177,17 @@ class RawClient:
 
     def handshake(self, key: str | None = None, path: str = "/") -> tuple[str, bytes]:
         """Send an upgrade request; return the status line and the whole response head."""
+        self.send_upgrade(key, path)
+        return self.read_http_head()
+
+    def send_upgrade(self, key: str | None = None, path: str = "/") -> None:
+        """Send an upgrade request (its answer is read by `read_http_head`)."""
         key = key if key is not None else base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
             "Sec-WebSocket-Version: 13\r\n\r\n".encode()
         )
-        return self.read_http_head()
 
     def read_http_head(self) -> tuple[str, bytes]:
         while b"\r\n\r\n" not in self._buf:

@@ -10,14 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
-import re
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,8 +22,6 @@ from wsecho.config import Settings
 from wsecho.metrics import Metrics
 
 QUEUED = 200
-# Waits scale like conftest.timeout (WSECHO_TEST_TIMEOUT_FACTOR on slow machines).
-TIMEOUT_FACTOR = float(os.environ.get("WSECHO_TEST_TIMEOUT_FACTOR", "1"))
 ITERATIONS = 6  # readiness, accept, transport, connection_made, with room to spare
 
 LOOPS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {
@@ -93,59 +85,27 @@ def test_listening_on_a_port_in_use_names_the_address() -> None:
         assert info.value.errno == errno.EADDRINUSE
 
 
-def test_out_of_file_descriptors_pauses_accepting_and_loses_nothing(tmp_path: Path) -> None:
+def test_out_of_file_descriptors_pauses_accepting_and_loses_nothing(
+    start_service: Callable[..., Any], raw_client: Any
+) -> None:
     """A real EMFILE: wsecho limited to 40 file descriptors (room for ~25 connections) gets 40
     upgrades. It serves what it can, says why it cannot accept the rest, and once clients leave
     it serves the queued ones: none is dropped."""
-    log_path = tmp_path / "wsecho.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [*LIMITED, sys.executable, "-m", "wsecho", "--host", "127.0.0.1", "--port", "0"],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    clients: list[socket.socket] = []
+    # util-linux's prlimit runs wsecho with these limits.
+    service = start_service("picows", wrapper=["prlimit", "--nofile=40:40"])
+    clients = [raw_client(service.port, handshake=False) for _ in range(40)]
     try:
-        port = _port_of(proc, log_path)
-        for _ in range(40):
-            client = socket.create_connection(("127.0.0.1", port), timeout=10 * TIMEOUT_FACTOR)
-            client.sendall(UPGRADE)
-            clients.append(client)
-        _wait_for(lambda: "cannot accept connections" in log_path.read_text(), log_path)
-        assert "Too many open files" in log_path.read_text()
+        for client in clients:
+            client.send_upgrade()
+        output = service.wait_for_log("cannot accept connections")
+        assert "Too many open files" in output
         # The kernel queues connections in order: the first 20 were served. Their leaving frees
         # descriptors for the queued ones.
         for client in clients[:20]:
-            assert client.recv(12) == b"HTTP/1.1 101"
-            client.close()
-        for client in clients[20:]:
-            assert client.recv(12) == b"HTTP/1.1 101"  # served after the pause, not dropped
+            assert client.read_http_head()[0].startswith("HTTP/1.1 101")
+            client.sock.close()
+        for client in clients[20:]:  # served after the pause, not dropped
+            assert client.read_http_head()[0].startswith("HTTP/1.1 101")
     finally:
         for client in clients:
-            client.close()
-        proc.terminate()
-        proc.wait(20 * TIMEOUT_FACTOR)
-
-
-LIMITED = ["prlimit", "--nofile=40:40"]  # util-linux: run a command with these limits
-UPGRADE = (
-    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
-def _port_of(proc: subprocess.Popen[bytes], log_path: Path) -> int:
-    _wait_for(lambda: "serving on port" in log_path.read_text(), log_path, proc)
-    match = re.search(r"serving on port (\d+)", log_path.read_text())
-    assert match is not None
-    return int(match.group(1))
-
-
-def _wait_for(
-    condition: Callable[[], bool], log_path: Path, proc: subprocess.Popen[bytes] | None = None
-) -> None:
-    deadline = time.monotonic() + 20 * TIMEOUT_FACTOR
-    while not condition():
-        if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
-            raise AssertionError(f"wsecho's log does not show it:\n{log_path.read_text()}")
-        time.sleep(0.05)
+            client.sock.close()
