@@ -64,7 +64,7 @@ def child(port: int, connections: int, rate: float, busy: bool) -> None:
             before = rss()
             in_flight = 0
             while w.ramp_done_at is None:
-                in_flight = max(in_flight, w.pending)
+                in_flight = max(in_flight, w.dialer.in_flight)
                 await asyncio.sleep(0.1)
             await asyncio.sleep(1.0)
             opened = max(w.open_now, 1)

@@ -250,7 +250,6 @@ class Worker:
         self.opened = 0
         self.open_now = 0
         self.dropped = 0
-        self.pending = 0  # attempts in progress
         self.wall_offset_ns = time.time_ns() - perf_counter_ns()
         self.rt_total = 0
         self.sent_total = 0
@@ -344,7 +343,6 @@ class Worker:
         if self.stopping:
             return
         self.attempted += 1
-        self.pending += 1
         now = time.time()
         if self.first_attempt_at is None:
             self.first_attempt_at = now
@@ -355,7 +353,6 @@ class Worker:
     def _attempt_done(self, _conn: ClientProtocol, exc: BaseException | None) -> None:
         if exc is not None:
             self._fail(errors.classify(exc), errors.describe(exc))
-        self.pending -= 1
         self._check_ramp_done()
 
     def _fail(self, kind: str, message: str) -> None:
@@ -372,7 +369,7 @@ class Worker:
         if (
             self.ramp_done_at is None
             and self.ramp_launched
-            and self.pending == 0
+            and self.dialer.in_flight == 0  # the Dialer forgets an attempt before reporting it
             and not self.stopping
         ):
             self.ramp_done_at = time.time()
