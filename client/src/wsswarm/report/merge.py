@@ -136,7 +136,24 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
     """Merged figures of one target (a JSON-able dict) and its per-second series."""
     hists = _Histograms(problems)
     warnings: list[str] = []
-    workers = [
+    workers = _workers(target)
+    result = _target_status(target, len(workers), warnings)
+    common = _common_window(workers, warnings)
+    hist, selected = _merge_roundtrips(workers, common, hists, result, warnings)
+    _merge_connections(target, workers, common, selected, result=result, warnings=warnings)
+    _merge_client(target, workers, hists, result, warnings)
+    result["server"] = _server_figures(target, common, warnings)
+    _server_path_warnings(target, result, warnings)
+    series = TimeSeries()
+    _fill_series(series, target, workers, common, hists)
+    series.distribution = _distribution(hist)
+    result["warnings"] = warnings
+    return result, series
+
+
+def _workers(target: TargetDir) -> list[_Worker]:
+    """Every worker file of every client host, with its measured ticks."""
+    return [
         _Worker(
             key=f"{host.name}/{series.path.rsplit('/', 1)[-1].removesuffix('.jsonl')}",
             host=host.name,
@@ -146,6 +163,10 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
         for host in target.hosts
         for series in host.workers
     ]
+
+
+def _target_status(target: TargetDir, workers: int, warnings: list[str]) -> dict[str, Any]:
+    """The target's identity and how the playbook saw it and its client hosts end."""
     result: dict[str, Any] = {
         "target": target.name,
         "kind": target.manifest.get("kind"),
@@ -156,7 +177,7 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
         "status": "unknown",
         "reason": "",
         "hosts": {},
-        "workers": len(workers),
+        "workers": workers,
     }
     status = target.status or {}
     if status:
@@ -176,8 +197,11 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
     if not workers and result["status"] != "failed":
         result["status"] = "no data" if not status else result["status"]
         warnings.append("no worker files: nothing was measured for this target")
+    return result
 
-    # ---- the common measured window -----------------------------------------------------
+
+def _common_window(workers: list[_Worker], warnings: list[str]) -> tuple[float, float] | None:
+    """The span every worker measured: latest start of a measured window to earliest end."""
     windows = [w.window for w in workers if w.window is not None]
     common: tuple[float, float] | None = None
     if windows:
@@ -201,20 +225,30 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
             "no measured window: the run ended before it (phases seen: "
             f"{', '.join(phases) or 'none'})"
         )
+    return common
 
-    def in_window(tick: dict[str, Any]) -> bool:
-        if common is None:
-            return True  # no common window: every measured tick counts (per-worker rates)
-        return common[0] <= _mid(tick) <= common[1]
 
-    # ---- round trips and latency -------------------------------------------------------
+def _in_window(tick: dict[str, Any], common: tuple[float, float] | None) -> bool:
+    if common is None:
+        return True  # no common window: every measured tick counts (per-worker rates)
+    return common[0] <= _mid(tick) <= common[1]
+
+
+def _merge_roundtrips(
+    workers: list[_Worker],
+    common: tuple[float, float] | None,
+    hists: _Histograms,
+    result: dict[str, Any],
+    warnings: list[str],
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Round trips, rate and merged latency inside the window; returns the histogram and ticks."""
     hist = latency.new_histogram()
     selected: list[dict[str, Any]] = []
     outside = 0
     per_worker_rate = 0.0
     for worker in workers:
-        chosen = [t for t in worker.measure if in_window(t)]
-        outside += sum(t["roundtrips"] for t in worker.measure if not in_window(t))
+        chosen = [t for t in worker.measure if _in_window(t, common)]
+        outside += sum(t["roundtrips"] for t in worker.measure if not _in_window(t, common))
         selected.extend(chosen)
         for tick in chosen:
             tick_hist = hists.get(worker.series, tick)
@@ -244,8 +278,19 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
             "histogram": latency.encode(hist),
         }
     )
+    return hist, selected
 
-    # ---- connections and errors (cumulative: the last record of each worker) --------------
+
+def _merge_connections(
+    target: TargetDir,
+    workers: list[_Worker],
+    common: tuple[float, float] | None,
+    selected: list[dict[str, Any]],
+    *,
+    result: dict[str, Any],
+    warnings: list[str],
+) -> None:
+    """Connections and errors: cumulative, so the last record of each worker counts."""
     attempted = failed = dropped = open_end = 0
     errors: dict[str, int] = {}
     for worker in workers:
@@ -256,7 +301,7 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
         failed += last.get("failed", 0)
         dropped += last.get("dropped", 0)
         _add_counts(errors, last.get("errors", {}))
-        chosen = [t for t in worker.measure if in_window(t)]
+        chosen = [t for t in worker.measure if _in_window(t, common)]
         if chosen:
             open_end += chosen[-1].get("open", 0)
     planned = sum(int(_host_params(h).get("connections") or 0) for h in target.hosts if h.workers)
@@ -279,7 +324,15 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
     if mismatches:
         warnings.append(f"{mismatches} echoes did not match the message sent")
 
-    # ---- the client: CPU of every worker, per-host figures, cross-checks ----------------
+
+def _merge_client(
+    target: TargetDir,
+    workers: list[_Worker],
+    hists: _Histograms,
+    result: dict[str, Any],
+    warnings: list[str],
+) -> None:
+    """The client: CPU of every worker, per-host figures and cross-checks, client-bound flag."""
     client_cpu: dict[str, float] = {}
     client_bound = False
     for worker in workers:
@@ -308,9 +361,9 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
             "the figures may measure the client, not the server"
         )
 
-    # ---- the server side -----------------------------------------------------------------
-    series = TimeSeries()
-    result["server"] = _server_figures(target, common, warnings)
+
+def _server_path_warnings(target: TargetDir, result: dict[str, Any], warnings: list[str]) -> None:
+    """What stood between the clients and the server: TCG emulation, docker-proxy."""
     if target.manifest.get("accelerator") == "tcg":
         warnings.append(
             "VM without hardware acceleration (TCG emulation): its figures are far below what "
@@ -325,18 +378,19 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
             f'{cost}; `"userland-proxy": false` in daemon.json removes it'
         )
 
-    _fill_series(series, target, workers, common, hists)
-    if hist.get_total_count():
-        series.distribution = [
-            (p, v / 1000.0)
-            for p, v in zip(
-                DISTRIBUTION_PERCENTILES,
-                values_at_percentiles(hist, DISTRIBUTION_PERCENTILES),
-                strict=True,
-            )
-        ]
-    result["warnings"] = warnings
-    return result, series
+
+def _distribution(hist: Any) -> list[tuple[float, float]]:
+    """(percentile, ms) points of the merged latency histogram, for the distribution plot."""
+    if not hist.get_total_count():
+        return []
+    return [
+        (p, v / 1000.0)
+        for p, v in zip(
+            DISTRIBUTION_PERCENTILES,
+            values_at_percentiles(hist, DISTRIBUTION_PERCENTILES),
+            strict=True,
+        )
+    ]
 
 
 def _host_figures(
