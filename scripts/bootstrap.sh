@@ -13,22 +13,34 @@ log() { printf 'bootstrap: %s\n' "$*"; }
 pip_quiet() { "$@" 2> >(grep -v '^WARNING: Location .* is ignored' >&2); }
 
 apt_packages=(
-    docker.io          # the Docker engine: lab hosts, molecule, the container target
-    mmdebstrap         # base images and the VM guest image without a registry
+    # Each package with what needs it; a test that finds a command missing fails, it never skips.
+    docker.io          # the Docker engine: lab hosts, molecule, the container target, and
+                       # client/tests/test_sample.py's docker tests (a real container and docker-proxy)
+    mmdebstrap         # base images (scripts/lab-image.sh) and the VM guest image without a registry
     qemu-utils         # qemu-img, for guest disk images
+    qemu-system-x86    # qemu-system-x86_64: client/tests/test_sample.py's libvirt tests run a real
+                       # qemu process; vm/kvm-probe.sh when the controller hosts the VM target
     e2fsprogs          # mkfs.ext4 -d, for guest disk images
-    python3-venv python3-dev gcc make git
-    iproute2 procps curl ca-certificates
+    util-linux         # unshare (client tests in a private network namespace), prlimit
+                       # (server/tests/test_accept.py: wsecho at 40 open files)
+    iproute2           # ip, inside those network namespaces (client/tests/test_run.py)
+    procps             # sysctl, inside those network namespaces (a narrow local port range)
+    python3-venv python3-dev gcc make   # .venv, and wheels built from source (scripts/build-wheelhouse.sh)
+    git                # the run manifest's commit (roles/run_manifest), scripts/cleanroom.sh's clone
+    curl               # server/tools/rss_probe.py reads wsecho's /metrics
+    ca-certificates    # https to PyPI and npm
 )
 
 missing=()
 for p in "${apt_packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = 'install ok installed' ] || missing+=("$p")
 done
 # node.js and npm: any install will do (a NodeSource nodejs bundles npm and conflicts with
 # Debian's npm package), so look for the commands rather than for Debian's packages.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    missing+=(nodejs npm)    # the 2017 node.js baseline (server and client) in benchmarks
+    # npm packs the node.js baseline's `ws` tarball (roles/wheelhouse: the container target's
+    # molecule scenario and the end-to-end test); node runs the 2017 peers in benchmarks.
+    missing+=(nodejs npm)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"

@@ -124,6 +124,8 @@ mmdebstrap --quiet --mode=root --variant=minbase --include="$packages" \
     "$suite" "$work/rootfs" $mirror >&2
 
 # Direct kernel boot: the kernel and initrd live outside the disk, readable by libvirt's QEMU user.
+# (/boot checked first: a failing find would end the script in the pipeline, without this message.)
+[ -d "$work/rootfs/boot" ] || die "no /boot in the root file system"
 kernel=$(find "$work/rootfs/boot" -maxdepth 1 -name 'vmlinuz-*' | sort -V | tail -n1)
 initrd=$(find "$work/rootfs/boot" -maxdepth 1 -name 'initrd.img-*' | sort -V | tail -n1)
 [ -n "$kernel" ] && [ -n "$initrd" ] || die "no kernel or initrd in the root file system"
