@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from wsecho.common import EventLog, http_endpoint
+from wsecho.common import EventLog, HttpResponse, http_endpoint
 from wsecho.logs import JsonFormatter
 from wsecho.mask import apply_mask, load_c_apply_mask, python_apply_mask
 from wsecho.metrics import Metrics, resident_memory_bytes
@@ -37,7 +37,9 @@ def test_resident_memory_is_plausible() -> None:
 def test_http_endpoints_ignore_the_query_string() -> None:
     """/healthz?probe=1 is /healthz; other paths are WebSocket paths."""
     metrics = Metrics()
-    assert http_endpoint("/healthz?probe=1", metrics) == (200, "text/plain; charset=utf-8", b"ok")
+    assert http_endpoint("/healthz?probe=1", metrics) == HttpResponse(
+        200, "text/plain; charset=utf-8", b"ok"
+    )
     assert http_endpoint("/metrics", metrics) is not None
     assert http_endpoint("/", metrics) is None
     assert http_endpoint("/healthzz", metrics) is None
@@ -99,8 +101,9 @@ def test_picows_core_is_imported_without_picows_client_modules() -> None:
     a later `import picows` still gets the whole package, sharing the core module."""
     code = (
         "import sys\n"
-        "import wsecho.backend_picows as b\n"
-        "from wsecho.picows_core import block_aiofastnet\n"
+        "import wsecho.backend_picows\n"
+        "import wsecho.picows_fallback as b\n"
+        "from wsecho.picows_fallback import block_aiofastnet\n"
         "heavy = ('picows.api', 'picows.proxy', 'aiofastnet', 'python_socks')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
         "with block_aiofastnet():\n"

@@ -4,12 +4,10 @@ Why not `loop.create_server`: uvloop's libuv (1.52 in uvloop 0.23) accepts **one
 listening socket per loop iteration. A busy echo server's iteration serves every open
 connection, so an iteration takes tens of milliseconds at 10,000 connections (and ~150 ms with a
 few hundred in a VM under TCG), and accepting trails any ramp faster than one connection per
-iteration: the accept queue grows, upgrades wait for seconds and clients time out. Measured in
-the local lab: a 300-connection ramp at 20/s against wsecho in a TCG guest had its upgrades
-answered after 1, 3, then 8 s and 297 of 500 connections timed out in the `lab` profile, while
-echoes of the open connections took ~150 ms. asyncio's own loop accepts up to its backlog per
-readiness event; this module does the same on any loop, with `connect_accepted_socket` turning
-each accepted socket into the loop's own transport (uvloop's, with its shared read buffer).
+iteration: the accept queue grows, upgrades wait for seconds and clients time out (figures:
+server/README.md, "Design"). asyncio's own loop accepts up to its backlog per readiness event;
+this module does the same on any loop, with `connect_accepted_socket` turning each accepted
+socket into the loop's own transport (uvloop's, with its shared read buffer).
 """
 
 from __future__ import annotations

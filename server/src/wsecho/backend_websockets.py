@@ -123,7 +123,7 @@ class WebsocketsServer:
         endpoint = http_endpoint(request.path, self.metrics)
         if endpoint is not None:
             connection.wsecho_state = _HTTP  # type: ignore[attr-defined]
-            return _response(*endpoint)
+            return _response(endpoint.status, endpoint.content_type, endpoint.body)
         if self.metrics.connections_current >= self.settings.max_connections:
             connection.wsecho_state = _REJECTED  # type: ignore[attr-defined]
             self.metrics.rejected_total += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Protocol
@@ -17,13 +18,22 @@ REJECT_BODY = b"503 Service Unavailable: too many connections\n"
 CLOSE_TIMEOUT = 2.0
 
 
-def http_endpoint(path: str, metrics: Metrics) -> tuple[int, str, bytes] | None:
-    """(status, content type, body) for a plain-HTTP path, or None for a WebSocket path."""
+@dataclasses.dataclass(frozen=True)
+class HttpResponse:
+    """A plain-HTTP answer of the service, for either backend to send."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+def http_endpoint(path: str, metrics: Metrics) -> HttpResponse | None:
+    """The answer to a plain-HTTP path, or None for a WebSocket path."""
     path = path.split("?", 1)[0]
     if path == HEALTH_PATH:
-        return 200, "text/plain; charset=utf-8", b"ok"
+        return HttpResponse(200, "text/plain; charset=utf-8", b"ok")
     if path == METRICS_PATH:
-        return 200, METRICS_CONTENT_TYPE, metrics.render()
+        return HttpResponse(200, METRICS_CONTENT_TYPE, metrics.render())
     return None
 
 
