@@ -596,6 +596,16 @@ def test_real_runs_of_two_hosts_merge_exactly(
     assert echo["connections"]["failed"] == 0
     assert echo["server"]["samples"] >= 1
     assert echo["server"]["rss_bytes_max"] > 1_000_000
+    # The sampler read wsecho's namespace: at least the 40 server-side sockets were in it.
+    assert echo["server"]["kernel"]["tcp_inuse_max"] >= 40
+    per_conn = echo["memory_per_connection"]
+    assert per_conn["process_bytes"] == round(echo["server"]["rss_bytes_max"] / 40)
+    kernel = echo["server"]["kernel"]
+    assert per_conn["kernel_bytes"] == round(
+        kernel["tcp_mem_bytes_max"] / kernel["tcp_alloc_at_max"]
+    )
+    assert per_conn["total_bytes"] == per_conn["process_bytes"] + per_conn["kernel_bytes"]
+    assert echo["roundtrips_per_s_cv"] is not None
     assert (
         list(echo["server"]["components"]) == [f"wsecho[{server.pid}]"]
         or list(echo["server"]["components"]) == [f"python3[{server.pid}]"]
@@ -642,3 +652,57 @@ def test_client_bound_flag_of_a_run_is_kept(tmp_path: Path) -> None:
         "CLIENT-BOUND according to the run on client1 (its summary.json): the figures may "
         "measure the client, not the server"
     ]
+
+
+def test_roundtrip_noise_is_measured_and_warned_about(tmp_path: Path) -> None:
+    """Per-second round trips of 200/400/200/400 (two workers) give a CV of 0.385 and a warning;
+    the steady generated runs give 0 and none."""
+    workers = []
+    for seed in (1, 2):
+        ticks, _ = make_worker(seed)
+        for k, t in enumerate(tk for tk in ticks if tk["phase"] == "measure"):
+            count = 100 if k % 2 == 0 else 200
+            t.update(tick(t["t"], "measure", [5000] * count, open_=10, attempted=10))
+        workers.append(ticks)
+    write_host(tmp_path / "noisy" / "client1", workers, connections=20)
+    simple_run(tmp_path, {"steady": {}})
+    targets = build_summary(tmp_path)[0]["targets"]
+    noisy = targets["noisy"]
+    assert noisy["roundtrips_per_s_cv"] == pytest.approx(0.3849, abs=1e-4)
+    assert any(w.startswith("round trips per second varied by 38%") for w in noisy["warnings"])
+    assert targets["steady"]["roundtrips_per_s_cv"] == 0.0
+    assert not any("varied" in w for w in targets["steady"]["warnings"])
+
+
+def test_kernel_memory_per_connection_from_sampler_records(tmp_path: Path) -> None:
+    """The kernel's TCP memory per socket at its peak is added to the process memory per
+    open connection; a malformed kernel field is named and its record skipped."""
+    root = simple_run(tmp_path / "r", {"ctr": {"rss": 40_000_000}})
+    path = root / "ctr" / "testhost" / "sample.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for k, record in enumerate(records):
+        if record["type"] == "sample":
+            record["kernel"] = {"tcp_inuse": 41, "tcp_alloc": 100, "tcp_mem_bytes": 4096 * k}
+    records[3]["kernel"] = {"tcp_inuse": -1}
+    write_jsonl(path, records)
+    summary = build_summary(root)[0]
+    ctr = summary["targets"]["ctr"]
+    # Samples 4..7 are in the measured window; the peak is sample 7: 7 pages over 100 sockets.
+    assert ctr["server"]["kernel"] == {
+        "tcp_inuse_max": 41,
+        "tcp_mem_bytes_max": 7 * 4096,
+        "tcp_alloc_at_max": 100,
+        "tcp_mem_bytes_per_socket": 287,
+    }
+    assert ctr["memory_per_connection"] == {
+        "process_bytes": 2_000_000,
+        "kernel_bytes": 287,
+        "total_bytes": 2_000_287,
+    }
+    assert "sample.jsonl:4: sample record: kernel = {'tcp_inuse': -1}" in problems_text(summary)
+    write_report(root, plots=False)
+    assert "| 2000.0+0.3 |" in (root / "report.md").read_text()
+    assert (
+        next(csv.DictReader((root / "summary.csv").open()))["memory_per_connection_kernel_bytes"]
+        == "287"
+    )

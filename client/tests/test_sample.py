@@ -432,3 +432,61 @@ def test_unwritable_output_fails_clearly(tmp_path: Path, busy: subprocess.Popen[
     assert proc.returncode == 2
     assert f"cannot write {blocker / 'sample.jsonl'}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_kernel_tcp_memory_is_read_in_the_server_namespace(tmp_path: Path) -> None:
+    """A wsecho in a private namespace: sockstat via its pid counts exactly its sockets, and
+    the kernel's TCP memory grows by the data its connections hold."""
+    count = 100
+    holder = Path(__file__).parent / "netns_holder.py"
+    inner = subprocess.Popen(
+        ["unshare", "--net", sys.executable, str(holder), str(tmp_path), str(count)],
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: (tmp_path / "pid").exists() or inner.poll() is not None, 30)
+        assert inner.poll() is None, "netns_holder ended early (unshare refused?)"
+        source = sample.PidSource(int((tmp_path / "pid").read_text()))
+        before = source.read().kernel
+        assert before is not None
+        (tmp_path / "go").touch()
+        wait_for(lambda: (tmp_path / "held").exists() or inner.poll() is not None, 60)
+        time.sleep(0.5)  # the last echoes reach the client's receive buffers
+        during = source.read().kernel
+    finally:
+        (tmp_path / "stop").touch()
+        inner.wait(timeout=30)
+    assert during is not None
+    # Only wsecho's listener lives in that namespace before; then both ends of each connection.
+    assert before.tcp_inuse == 1
+    assert during.tcp_inuse == 1 + 2 * count
+    # Each connection holds 128 KiB sent and never-read echoes; a quarter of it is a safe floor
+    # even with other processes of the machine freeing TCP memory meanwhile.
+    assert during.tcp_mem_bytes > 0
+    assert during.tcp_mem_bytes - before.tcp_mem_bytes >= count * 32 * 1024
+
+
+def test_sample_records_carry_the_kernel_reading(busy: subprocess.Popen[bytes]) -> None:
+    """Every sample of a process source has the sockstat of its namespace, pages as bytes."""
+    records = run_in_process(sample.PidSource(busy.pid), duration=0.5)
+    samples = [r for r in records if r["type"] == "sample"]
+    assert len(samples) == 2
+    for record in samples:
+        kernel = record["kernel"]
+        assert kernel["tcp_mem_bytes"] % os.sysconf("SC_PAGE_SIZE") == 0
+        assert kernel["tcp_alloc"] >= kernel["tcp_inuse"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("sockets: used 3\nUDP: inuse 0 mem 0\n", "no TCP line"),
+        ("TCP: inuse 1 orphan 0 tw 0 alloc 2\n", "without inuse/alloc/mem"),
+        ("TCP: inuse x orphan 0 tw 0 alloc 2 mem 3\n", "without inuse/alloc/mem"),
+    ],
+)
+def test_bad_sockstat_is_refused(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        sample.parse_sockstat(text)
+    parsed = sample.parse_sockstat("TCP: inuse 1 orphan 0 tw 0 alloc 2 mem 3\n", page_size=4096)
+    assert (parsed.tcp_inuse, parsed.tcp_alloc, parsed.tcp_mem_bytes) == (1, 2, 3 * 4096)

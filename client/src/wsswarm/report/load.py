@@ -109,6 +109,13 @@ _SAMPLE_FIELDS = {
 _SAMPLE_OPTIONAL = {
     "interval_s": (lambda v: _number(v) and v > 0, "a positive number"),
     "components": (lambda v: isinstance(v, dict), "an object"),
+    "kernel": (
+        lambda v: (
+            isinstance(v, dict)
+            and all(_count(v.get(k)) for k in ("tcp_inuse", "tcp_alloc", "tcp_mem_bytes"))
+        ),
+        "an object with the counts tcp_inuse, tcp_alloc, tcp_mem_bytes",
+    ),
 }
 
 

@@ -25,6 +25,8 @@ from wsswarm.run import CLIENT_BOUND_PERCENT, sustained_cpu
 
 # Hosts whose measured windows start further apart than this were not started together.
 WINDOW_SKEW_WARN_S = 1.5
+# Per-second round trips that vary more than this (stdev / mean) over the window: not steady.
+ROUNDTRIPS_CV_WARN = 0.15
 # Percentiles of the latency distribution plot (the classic HdrHistogram "nines" axis).
 DISTRIBUTION_PERCENTILES = [0.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0]
 
@@ -140,9 +142,11 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
     result = _target_status(target, len(workers), warnings)
     common = _common_window(workers, warnings)
     hist, selected = _merge_roundtrips(workers, common, hists, result, warnings)
+    result["roundtrips_per_s_cv"] = _roundtrips_cv(workers, common, warnings)
     _merge_connections(target, workers, common, selected, result=result, warnings=warnings)
     _merge_client(target, workers, hists, result, warnings)
     result["server"] = _server_figures(target, common, warnings)
+    result["memory_per_connection"] = _memory_per_connection(result)
     _server_path_warnings(target, result, warnings)
     series = TimeSeries()
     _fill_series(series, target, workers, common, hists)
@@ -279,6 +283,51 @@ def _merge_roundtrips(
         }
     )
     return hist, selected
+
+
+def _roundtrips_cv(
+    workers: list[_Worker], common: tuple[float, float] | None, warnings: list[str]
+) -> float | None:
+    """Coefficient of variation (stdev / mean) of the target's round trips per second over
+    the window: the run's own noise. Only seconds that every measuring worker covered count."""
+    per_second: dict[int, list[float]] = defaultdict(list)
+    measuring = 0
+    for worker in workers:
+        chosen = [t for t in worker.measure if _in_window(t, common)]
+        measuring += bool(chosen)
+        for tick in chosen:
+            per_second[round(tick["t"])].append(tick["roundtrips"] / tick["interval_s"])
+    totals = [sum(rates) for rates in per_second.values() if len(rates) == measuring]
+    if len(totals) < 2:
+        return None
+    mean = math.fsum(totals) / len(totals)
+    if mean <= 0:
+        return None
+    stdev = math.sqrt(math.fsum((x - mean) ** 2 for x in totals) / (len(totals) - 1))
+    cv = round(stdev / mean, 4)
+    if cv > ROUNDTRIPS_CV_WARN:
+        warnings.append(
+            f"round trips per second varied by {cv:.0%} (stdev / mean over {len(totals)} s, "
+            f"above {ROUNDTRIPS_CV_WARN:.0%}): the run was not steady; differences to other "
+            "runs smaller than this are noise"
+        )
+    return cv
+
+
+def _memory_per_connection(result: dict[str, Any]) -> dict[str, int | None] | None:
+    """Server memory per open connection: the process's (or cgroup's) share plus the kernel's
+    TCP socket buffers per socket (kernel-wide average, from sockstat)."""
+    server = result.get("server") or {}
+    opened = (result.get("connections") or {}).get("open")
+    if not opened or server.get("rss_bytes_max") is None:
+        return None
+    process = round(server["rss_bytes_max"] / opened)
+    kernel = (server.get("kernel") or {}).get("tcp_mem_bytes_per_socket")
+    return {
+        "process_bytes": process,
+        "kernel_bytes": kernel,
+        "total_bytes": None if kernel is None else process + kernel,
+    }
 
 
 def _merge_connections(
@@ -535,6 +584,7 @@ def _server_figures(
         "what": whats,
         "scope": scope,
         "samples": len(records),
+        "kernel": _kernel_figures(records),
         "cpu_percent_mean": round(
             math.fsum(r["cpu_percent"] * w for r, w in zip(records, weights, strict=True))
             / total_w,
@@ -547,6 +597,22 @@ def _server_figures(
         ),
         "docker_proxy_cpu_percent": None if proxy_cpu is None else round(proxy_cpu, 2),
         "components": comp_figures,
+    }
+
+
+def _kernel_figures(records: list[dict[str, Any]]) -> dict[str, int | None] | None:
+    """TCP socket figures of the samples: the namespace's sockets, the kernel's TCP memory at
+    its peak and per TCP socket there (sockstat's memory is counted for the whole kernel)."""
+    readings = [r["kernel"] for r in records if "kernel" in r]
+    if not readings:
+        return None
+    peak = max(readings, key=lambda k: int(k["tcp_mem_bytes"]))
+    alloc = int(peak["tcp_alloc"])
+    return {
+        "tcp_inuse_max": max(int(k["tcp_inuse"]) for k in readings),
+        "tcp_mem_bytes_max": int(peak["tcp_mem_bytes"]),
+        "tcp_alloc_at_max": alloc,
+        "tcp_mem_bytes_per_socket": round(int(peak["tcp_mem_bytes"]) / alloc) if alloc else None,
     }
 
 

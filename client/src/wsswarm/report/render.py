@@ -30,6 +30,10 @@ CSV_COLUMNS = [
     "server_cpu_percent_mean",
     "server_cpu_percent_max",
     "server_rss_bytes_max",
+    "memory_per_connection_process_bytes",
+    "memory_per_connection_kernel_bytes",
+    "kernel_tcp_mem_bytes_max",
+    "roundtrips_per_s_cv",
     "docker_proxy_cpu_percent",
     "client_bound",
     "accelerator",
@@ -53,6 +57,8 @@ def csv_text(results: list[dict[str, Any]]) -> str:
     for r in results:
         server = r.get("server") or {}
         conns = r.get("connections") or {}
+        per_conn = r.get("memory_per_connection") or {}
+        kernel = server.get("kernel") or {}
         writer.writerow(
             {
                 "target": r["target"],
@@ -75,6 +81,10 @@ def csv_text(results: list[dict[str, Any]]) -> str:
                 "server_cpu_percent_mean": _blank(server.get("cpu_percent_mean")),
                 "server_cpu_percent_max": _blank(server.get("cpu_percent_max")),
                 "server_rss_bytes_max": _blank(server.get("rss_bytes_max")),
+                "memory_per_connection_process_bytes": _blank(per_conn.get("process_bytes")),
+                "memory_per_connection_kernel_bytes": _blank(per_conn.get("kernel_bytes")),
+                "kernel_tcp_mem_bytes_max": _blank(kernel.get("tcp_mem_bytes_max")),
+                "roundtrips_per_s_cv": _blank(r.get("roundtrips_per_s_cv")),
                 "docker_proxy_cpu_percent": _blank(server.get("docker_proxy_cpu_percent")),
                 "client_bound": str(bool(r.get("client_bound"))).lower(),
                 "accelerator": r.get("accelerator") or "",
@@ -128,6 +138,18 @@ def _mb(value: Any) -> str:
     return "-" if value is None else f"{value / 1e6:.0f}"
 
 
+def _per_conn(figures: dict[str, Any] | None) -> str:
+    if not figures:
+        return "-"
+    process = f"{figures['process_bytes'] / 1e3:.1f}"
+    kernel = figures.get("kernel_bytes")
+    return process if kernel is None else f"{process}+{kernel / 1e3:.1f}"
+
+
+def _cv(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _open(r: dict[str, Any]) -> str:
     conns = r.get("connections") or {}
     planned = conns.get("planned")
@@ -150,6 +172,8 @@ TABLE_HEAD = [
     "failed",
     "server CPU %",
     "server MB",
+    "KB/conn proc+kernel",
+    "rt/s CV",
     "warnings",
 ]
 
@@ -172,6 +196,8 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
                 _num((r.get("connections") or {}).get("failed")),
                 _num(server.get("cpu_percent_mean")),
                 _mb(server.get("rss_bytes_max")),
+                _per_conn(r.get("memory_per_connection")),
+                _cv(r.get("roundtrips_per_s_cv")),
                 str(len(r.get("warnings") or [])),
             ]
         )
@@ -192,6 +218,8 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
                 "~6" if ref["kind"] == "vm" else "?",
                 "-",
                 str(ref["memory_mb"]),
+                f"{ref['memory_mb'] * 1e3 / 10_000:.1f}",
+                "-",
                 "",
             ]
         )
@@ -249,7 +277,11 @@ def markdown(summary: dict[str, Any], plots: list[tuple[str, str]]) -> str:
         "Round-trips/s are counted over the common measured window of all client processes "
         "(after the ramp and the warm-up); latencies cover every round trip in that window "
         "(HdrHistogram, merged exactly across processes and hosts). Server CPU is the mean over "
-        "the window (100 = one core, docker-proxy included), server memory the maximum. The "
+        "the window (100 = one core, docker-proxy included), server memory the maximum. "
+        "KB/conn is that memory per open connection, plus the kernel's TCP socket buffers per "
+        "socket (sockstat, a kernel-wide average; a VM's guest kernel is inside its memory). "
+        "rt/s CV is the coefficient of variation of the per-second round trips: the run's own "
+        "noise. The "
         "2017 rows are the published figures at 10,000 connections: their latency is an "
         "unweighted mean of per-process means, their memory was read by hand from top.\n"
     )

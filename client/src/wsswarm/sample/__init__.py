@@ -10,9 +10,12 @@ What is sampled (one of):
 CPU is in percent of one core (200 = two cores busy) over the interval, from cumulative counters
 (process CPU times, cgroup cpuacct), so nothing between two samples is lost. Memory is RSS for
 processes and "usage minus inactive file cache" for a cgroup (what `docker stats` shows).
+Each sample also carries the kernel's TCP socket figures as the server's network namespace sees
+them (not for a libvirt domain: the guest kernel's socket memory is inside the qemu RSS).
 The file format is in docs/formats.md ("wsswarm sample").
 
 Modules: `readings` (the records a source returns), `cgroup` (cgroup lookup and reading),
+`kernel` (TCP socket memory from sockstat),
 `sources` (pid, name, Docker and libvirt lookups), `sampler` (the loop and its JSON lines),
 `cli` (options and entry point).
 """
@@ -25,6 +28,7 @@ from wsswarm.sample.cgroup import (
     read_cgroup,
 )
 from wsswarm.sample.cli import configure_parser, main, make_source
+from wsswarm.sample.kernel import SockStat, parse_sockstat, read_sockstat
 from wsswarm.sample.readings import Reading, SampleError, Snapshot
 from wsswarm.sample.sampler import FORMAT_VERSION, Sampler, run_sampler
 from wsswarm.sample.sources import (
@@ -56,6 +60,7 @@ __all__ = [
     "SampleError",
     "Sampler",
     "Snapshot",
+    "SockStat",
     "Source",
     "cgroup_dirs_by_id",
     "cgroup_dirs_of_pid",
@@ -68,7 +73,9 @@ __all__ = [
     "find_vhost_threads",
     "main",
     "make_source",
+    "parse_sockstat",
     "qemu_guest_name",
     "read_cgroup",
+    "read_sockstat",
     "run_sampler",
 ]

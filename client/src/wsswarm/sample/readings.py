@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from wsswarm.sample.kernel import SockStat
+
 
 class SampleError(Exception):
     """The thing to sample cannot be found or read; the message says what to check."""
@@ -27,3 +29,5 @@ class Snapshot:
 
     readings: dict[str, Reading] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    # TCP socket memory as the server's network namespace sees it, where the source has one here.
+    kernel: SockStat | None = None

@@ -72,6 +72,8 @@ class Sampler:
             "rss_bytes": rss_total,
             "components": components,
         }
+        if snap.kernel is not None:
+            record["kernel"] = snap.kernel.as_record()
         if errors:
             record["errors"] = errors
         return record

@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 
 from wsswarm.sample.cgroup import cgroup_dirs_by_id, cgroup_dirs_of_pid, cgroup_mounts, read_cgroup
+from wsswarm.sample.kernel import read_sockstat
 from wsswarm.sample.readings import Reading, SampleError, Snapshot
 
 # The pid files of the system libvirt daemon (qemu:///system).
@@ -55,6 +56,14 @@ def _read_processes(procs: list[psutil.Process], snap: Snapshot) -> None:
             snap.errors[f"pid {proc.pid}"] = f"access denied ({exc}); run as root or as its user"
 
 
+def _read_kernel(pid: int, snap: Snapshot) -> None:
+    """sockstat of PID's network namespace into the snapshot (a problem if unreadable)."""
+    try:
+        snap.kernel = read_sockstat(pid)
+    except (OSError, ValueError) as exc:
+        snap.errors["sockstat"] = f"/proc/{pid}/net/sockstat not readable ({exc})"
+
+
 def _with_children(procs: list[psutil.Process]) -> list[psutil.Process]:
     seen: dict[int, psutil.Process] = {}
     for proc in procs:
@@ -90,6 +99,7 @@ class PidSource:
             return snap
         procs = _with_children([self.proc]) if self.children else [self.proc]
         _read_processes(procs, snap)
+        _read_kernel(self.pid, snap)
         return snap
 
 
@@ -138,6 +148,8 @@ class NameSource:
         if not procs:
             snap.errors[self.name] = f"no process named {self.name!r} is running"
         _read_processes(_with_children(procs) if self.children else procs, snap)
+        if procs:
+            _read_kernel(procs[0].pid, snap)
         return snap
 
 
@@ -245,6 +257,7 @@ class DockerSource:
             found.append(self._proxies.setdefault(proc.pid, proc))
         self._proxies = {p.pid: p for p in found}
         _read_processes(found, snap)
+        _read_kernel(self.info.pid, snap)
         return snap
 
 
