@@ -84,6 +84,14 @@ class Service:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.headers["Content-Type"], exc.read().decode()
 
+    def http_header(self, path: str, name: str) -> str | None:
+        """Header `name` of a plain GET's answer (None when absent)."""
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.port}{path}", timeout=timeout(5)
+        ) as response:
+            value: str | None = response.headers[name]
+            return value
+
     def metrics(self) -> dict[str, float]:
         status, _, body = self.http_get("/metrics")
         assert status == 200

@@ -23,6 +23,7 @@ def test_defaults_are_the_documented_ones() -> None:
         handshake_timeout=10.0,
         log_level="info",
         log_format="text",
+        run_token=None,
     )
 
 
@@ -37,10 +38,17 @@ def test_environment_sets_every_option() -> None:
         "WSECHO_HANDSHAKE_TIMEOUT": "2.5",
         "WSECHO_LOG_LEVEL": "debug",
         "WSECHO_LOG_FORMAT": "json",
+        "WSECHO_RUN_TOKEN": "run-42",
     }
     assert load([], environ) == Settings(
-        "127.0.0.1", 9000, "websockets", 16 << 20, 10, 2.5, "debug", "json"
+        "127.0.0.1", 9000, "websockets", 16 << 20, 10, 2.5, "debug", "json", "run-42"
     )
+
+
+def test_empty_run_token_means_none() -> None:
+    """A WSECHO_RUN_TOKEN left empty by a deployment sets no token (and /healthz no header)."""
+    assert load([], {"WSECHO_RUN_TOKEN": ""}).run_token is None
+    assert load(["--run-token", "a.b_c~d+e/f=g-1"], {}).run_token == "a.b_c~d+e/f=g-1"
 
 
 def test_flags_win_over_environment() -> None:
@@ -75,6 +83,9 @@ def test_sizes_accept_binary_units(text: str, expected: int) -> None:
         (["--log-level", "loud"], "log-level must be one of"),
         (["--log-format", "xml"], "log-format must be one of text, json"),
         (["--host", ""], "host must not be empty"),
+        (["--run-token", "two words"], "run-token must be 1-128 characters"),
+        (["--run-token", "x\r\nSet-Cookie: a=b"], "run-token must be 1-128 characters"),
+        (["--run-token", "t" * 129], "run-token must be 1-128 characters"),
     ],
 )
 def test_invalid_settings_give_one_line_and_exit_code_2(

@@ -205,6 +205,28 @@ def test_healthz_and_metrics(service: Service) -> None:
         time.sleep(0.05)
 
 
+def test_healthz_carries_the_run_token(start_service: Callable[..., Service], backend: str) -> None:
+    """--run-token: /healthz answers with the token in its Echolab-Run-Token header, and still
+    says ok; without a token, that header is absent."""
+    token = "run-20261130T1624Z.a1b2"
+    service = start_service(backend, "--run-token", token)
+    assert service.http_get("/healthz") == (200, "text/plain; charset=utf-8", "ok")
+    assert service.http_get("/healthz?probe=1")[0] == 200
+    assert service.http_header("/healthz", "Echolab-Run-Token") == token
+    assert f"run_token={token}" in service.log()
+    plain = start_service(backend)
+    assert plain.http_header("/healthz", "Echolab-Run-Token") is None
+
+
+def test_run_token_from_the_environment(
+    start_service: Callable[..., Service], backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WSECHO_RUN_TOKEN sets the token as --run-token does."""
+    monkeypatch.setenv("WSECHO_RUN_TOKEN", "from-env")
+    service = start_service(backend)
+    assert service.http_header("/healthz", "Echolab-Run-Token") == "from-env"
+
+
 def test_connection_limit_answers_503_and_keeps_serving(
     start_service: Callable[..., Service], backend: str
 ) -> None:

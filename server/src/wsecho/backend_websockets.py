@@ -47,10 +47,13 @@ class _ServerProtocol(ServerProtocol):
         super().recv_frame(frame)
 
 
-def _response(status: int, content_type: str, body: bytes) -> Response:
+def _response(
+    status: int, content_type: str, body: bytes, extra: tuple[tuple[str, str], ...] = ()
+) -> Response:
     headers = Headers(
         [
             ("Content-Type", content_type),
+            *extra,
             ("Content-Length", str(len(body))),
             ("Connection", "close"),
         ]
@@ -120,10 +123,12 @@ class WebsocketsServer:
 
     def _route(self, connection: ServerConnection, request: Request) -> Response | None:
         """websockets' process_request: plain HTTP endpoints, the connection limit, or None."""
-        endpoint = http_endpoint(request.path, self.metrics)
+        endpoint = http_endpoint(request.path, self.metrics, self.settings.run_token)
         if endpoint is not None:
             connection.wsecho_state = _HTTP  # type: ignore[attr-defined]
-            return _response(endpoint.status, endpoint.content_type, endpoint.body)
+            return _response(
+                endpoint.status, endpoint.content_type, endpoint.body, endpoint.headers
+            )
         if self.metrics.connections_current >= self.settings.max_connections:
             connection.wsecho_state = _REJECTED  # type: ignore[attr-defined]
             self.metrics.rejected_total += 1

@@ -13,6 +13,8 @@ from wsecho.metrics import METRICS_CONTENT_TYPE, Metrics
 HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"
 REJECT_BODY = b"503 Service Unavailable: too many connections\n"
+# The /healthz header that carries the run token (--run-token), when there is one.
+RUN_TOKEN_HEADER = "Echolab-Run-Token"
 # How long a connection we are closing (protocol error, shutdown) may take to answer our close
 # frame before we drop it.
 CLOSE_TIMEOUT = 2.0
@@ -25,13 +27,16 @@ class HttpResponse:
     status: int
     content_type: str
     body: bytes
+    headers: tuple[tuple[str, str], ...] = ()  # beyond Content-Type
 
 
-def http_endpoint(path: str, metrics: Metrics) -> HttpResponse | None:
-    """The answer to a plain-HTTP path, or None for a WebSocket path."""
+def http_endpoint(path: str, metrics: Metrics, run_token: str | None = None) -> HttpResponse | None:
+    """The answer to a plain-HTTP path, or None for a WebSocket path. /healthz carries the run
+    token, if there is one, in its RUN_TOKEN_HEADER."""
     path = path.split("?", 1)[0]
     if path == HEALTH_PATH:
-        return HttpResponse(200, "text/plain; charset=utf-8", b"ok")
+        headers = ((RUN_TOKEN_HEADER, run_token),) if run_token is not None else ()
+        return HttpResponse(200, "text/plain; charset=utf-8", b"ok", headers)
     if path == METRICS_PATH:
         return HttpResponse(200, METRICS_CONTENT_TYPE, metrics.render())
     return None
@@ -86,5 +91,5 @@ def describe(settings: Settings) -> str:
     return (
         f"backend={settings.backend} host={settings.host} max_message_size="
         f"{settings.max_message_size} max_connections={settings.max_connections} "
-        f"handshake_timeout={settings.handshake_timeout:g}s"
+        f"handshake_timeout={settings.handshake_timeout:g}s run_token={settings.run_token or '-'}"
     )

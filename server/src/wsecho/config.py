@@ -26,6 +26,8 @@ _SIZE_UNITS = {
     "gib": 1024**3,
 }
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
+# A run token goes into an HTTP header as it is: letters, digits and a few safe marks.
+RUN_TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/=-]{1,128}")
 
 
 class ConfigError(ValueError):
@@ -47,6 +49,8 @@ class Settings:
     # Logging
     log_level: str = "info"
     log_format: str = "text"
+    # Identity of the run this service belongs to, sent with every /healthz answer.
+    run_token: str | None = None
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -73,6 +77,11 @@ class Settings:
             raise ConfigError(
                 f"log-format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
             )
+        if self.run_token is not None and not RUN_TOKEN_RE.fullmatch(self.run_token):
+            raise ConfigError(
+                "run-token must be 1-128 characters of A-Z a-z 0-9 . _ ~ + / = -, "
+                f"got {self.run_token!r}"
+            )
 
     @property
     def logging_level(self) -> int:
@@ -91,6 +100,10 @@ def parse_size(text: str) -> int:
 
 def _parse_port(text: str) -> int:
     return int(text.strip())
+
+
+def _parse_token(text: str) -> str | None:
+    return text or None  # empty: no token (a variable left empty by a deployment)
 
 
 def _parse_seconds(text: str) -> float:
@@ -125,6 +138,12 @@ _OPTIONS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ),
     ("--log-level", "log_level", str, "debug, info (default), warning or error"),
     ("--log-format", "log_format", str, "text (default) or json (one object per line)"),
+    (
+        "--run-token",
+        "run_token",
+        _parse_token,
+        "the run's identity: /healthz answers with it in its Echolab-Run-Token header",
+    ),
 )
 
 

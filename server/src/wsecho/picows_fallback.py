@@ -463,11 +463,11 @@ class PicowsConnection(WSProtocol):  # type: ignore[misc]
         """picows' listener factory: plain HTTP endpoints, the connection limit, or an echo."""
         host = self.host
         metrics = host.metrics
-        endpoint = http_endpoint(request.path.decode("latin-1"), metrics)
+        endpoint = http_endpoint(request.path.decode("latin-1"), metrics, host.settings.run_token)
         if endpoint is not None:
             self.state = _HTTP
             response = WSUpgradeResponse.create_ok_response(
-                endpoint.body, {"Content-Type": endpoint.content_type}
+                endpoint.body, {"Content-Type": endpoint.content_type, **dict(endpoint.headers)}
             )
             response.status = HTTPStatus(endpoint.status)
             return WSUpgradeResponseWithListener(response, None)
