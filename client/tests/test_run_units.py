@@ -16,15 +16,10 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from wsswarm import cli, errors, latency, limits, worker
 from wsswarm.console import Console
-from wsswarm.run import (
-    UsageError,
-    parse_url,
-    planned_ramp_s,
-    planned_window,
-    split,
-    sustained_cpu,
-    window_missed,
-)
+from wsswarm.formats import sustained_cpu
+from wsswarm.run.exits import UsageError
+from wsswarm.run.plan import planned_ramp_s, planned_window, split, window_missed
+from wsswarm.run.target import parse_url
 
 
 def test_record_bulk_equals_record_value_one_by_one() -> None:

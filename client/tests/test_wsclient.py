@@ -18,6 +18,7 @@ from typing import Any, cast
 import pytest
 import uvloop
 from wsswarm import errors, wsclient
+from wsswarm.dialer import Dialer, connect
 from wsswarm.wsclient import CLOSE, PING, PONG, TEXT, HandshakeError
 
 TIMEOUT_FACTOR = float(os.environ.get("WSSWARM_TEST_TIMEOUT_FACTOR", "1"))
@@ -88,9 +89,7 @@ def run(scenario: Scenario) -> Any:
         server_sock.setblocking(False)
         try:
             task = loop.create_task(
-                wsclient.connect(
-                    loop, Recorder, sock=client_sock, host="h:1", path="/p?q", timeout=2
-                )
+                connect(loop, Recorder, sock=client_sock, host="h:1", path="/p?q", timeout=2)
             )
             return await asyncio.wait_for(scenario(loop, server_sock, task), 10 * TIMEOUT_FACTOR)
         finally:
@@ -341,12 +340,12 @@ class Dialed(Recorder):
 
 def dial_all(
     port: int, count: int, timeout: float, answer: Callable[[bytes], bytes | None] | None = None
-) -> tuple[list[tuple[Recorder, BaseException | None]], float, wsclient.Dialer]:
+) -> tuple[list[tuple[Recorder, BaseException | None]], float, Dialer]:
     """Dial `count` attempts to 127.0.0.1:`port`; the server (when `answer` is given) replies
     to each request with answer(request), or closes when that is None."""
     log: list[tuple[Recorder, BaseException | None]] = []
 
-    async def main() -> tuple[float, wsclient.Dialer]:
+    async def main() -> tuple[float, Dialer]:
         loop = asyncio.get_running_loop()
         server = None
         if answer is not None:
@@ -360,7 +359,7 @@ def dial_all(
                 writer.close()
 
             server = await asyncio.start_server(serve, "127.0.0.1", port)
-        dialer = wsclient.Dialer(
+        dialer = Dialer(
             loop,
             lambda conn, exc: log.append((cast(Recorder, conn), exc)),
             host=f"127.0.0.1:{port}",
@@ -441,7 +440,7 @@ def test_dialer_times_out_both_phases_with_one_timer() -> None:
         listener.listen(1)
         log, elapsed, dialer = dial_all(listener.getsockname()[1], 8, 0.3)
     assert [errors.classify(exc) for _conn, exc in log if exc is not None] == ["timeout"] * 8
-    assert 0.3 <= elapsed < (0.3 + wsclient.Dialer.SWEEP_S) * 3 * TIMEOUT_FACTOR
+    assert 0.3 <= elapsed < (0.3 + Dialer.SWEEP_S) * 3 * TIMEOUT_FACTOR
     assert dialer.in_flight == 0
 
 
@@ -465,7 +464,7 @@ def test_dialer_cancel_all_reports_nothing_and_closes() -> None:
 
         async def main() -> tuple[int, list[bool]]:
             loop = asyncio.get_running_loop()
-            dialer = wsclient.Dialer(
+            dialer = Dialer(
                 loop,
                 lambda _conn, exc: log.append(exc),
                 host="h",

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any, TextIO
 
+from wsswarm.formats import RunSummary
 from wsswarm.latency import js_number
 
 BAR_WIDTH = 30
@@ -101,7 +102,7 @@ class Console:
             f"Roundtrips per second: {roundtrips}, at average latency: {js_number(average)}ms"
         )
 
-    def final(self, summary: dict[str, Any]) -> None:
+    def final(self, summary: RunSummary) -> None:
         if self.compat:
             return
         lat = summary["latency_ms"]

@@ -17,6 +17,8 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from wsswarm.formats import LatencyMs
+
 # The one histogram shape of echolab (docs/formats.md): 1 µs .. 1 h, 3 significant digits.
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
@@ -94,7 +96,7 @@ def clear(hist: Any, touched: Iterable[int]) -> None:
     hist.end_time_stamp_msec = 0
 
 
-def summarize_ms(hist: Any, mean_us: float | None = None) -> dict[str, float] | None:
+def summarize_ms(hist: Any, mean_us: float | None = None) -> LatencyMs | None:
     """Mean, percentiles and max of `hist` in milliseconds (None when it is empty).
 
     `mean_us` is the exact mean when the caller has it (sum of raw values / count); the
@@ -103,11 +105,15 @@ def summarize_ms(hist: Any, mean_us: float | None = None) -> dict[str, float] | 
     if hist.get_total_count() == 0:
         return None
     mean = hist.get_mean_value() if mean_us is None else mean_us
-    result = {"mean": round(mean / 1000.0, 4)}
-    for key, percentile in PERCENTILES.items():
-        result[key] = round(hist.get_value_at_percentile(percentile) / 1000.0, 4)
-    result["max"] = round(hist.get_max_value() / 1000.0, 4)
-    return result
+    at = {key: round(hist.get_value_at_percentile(p) / 1000.0, 4) for key, p in PERCENTILES.items()}
+    return LatencyMs(
+        mean=round(mean / 1000.0, 4),
+        p50=at["p50"],
+        p90=at["p90"],
+        p99=at["p99"],
+        p999=at["p999"],
+        max=round(hist.get_max_value() / 1000.0, 4),
+    )
 
 
 def encode(hist: Any) -> str:

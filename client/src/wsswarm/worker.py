@@ -21,28 +21,27 @@ import signal
 import sys
 import time
 from array import array
-from collections import Counter, deque
-from dataclasses import asdict, dataclass, field, replace
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from time import perf_counter_ns
-from typing import IO, Any, ClassVar
+from typing import IO, Any
 
 from wsswarm import errors, latency
+from wsswarm.connections import ClosedConn, CompatConn, OpenConn
+from wsswarm.dialer import Dialer
+from wsswarm.formats import FORMAT_VERSION
 from wsswarm.wsclient import (
     TEXT,
     ClientProtocol,
-    Dialer,
     host_and_path,
     masked_frame,
     server_frame,
 )
 
-FORMAT_VERSION = 1
 COMPAT_BATCH = 3  # 2017: BATCH_SIZE
 COMPAT_BATCH_DELAY_S = 0.2  # 2017: BATCH_DELAY
 COMPAT_REPORT_S = 0.2  # 2017: REPORT_DELAY
-MAX_FRAME = 64 * 1024  # echoes are ~30 bytes: anything bigger is a broken server
-OPEN_MODE_MAX_IN_FLIGHT = 10_000  # per connection; beyond that sends are counted as dropped
 # Raw latencies are folded into the tick's histogram this often, not only once a tick: the
 # array of raw values then holds ~1/10 of a tick's round trips (40 KB at 50k/s, not 400 KB).
 FOLD_S = 0.1
@@ -75,162 +74,6 @@ class WorkerConfig:
     drain_timeout: float = 2.0
 
 
-class _Conn(ClientProtocol):
-    """Closed loop: one message in flight, the next is sent as soon as its echo is read."""
-
-    # sent: the echo frame expected back (the server's unmasked frame of what was sent).
-    __slots__ = ("closed_by_server", "opened", "sent", "sent_ns")
-    # The one worker of this process, as a class attribute: one slot less per connection.
-    w: ClassVar[Worker]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: bytes | None = None
-        self.sent_ns = 0
-        self.opened = False
-        self.closed_by_server = False
-
-    def on_open(self) -> None:
-        self.opened = True
-        w = self.w
-        w.on_open(self)
-        if w.sending:
-            self.send_next(perf_counter_ns())
-
-    def send_next(self, now: int) -> None:
-        w = self.w
-        # The 2017 payload carries wall-clock ms; derived from the monotonic reading we already
-        # have (offset refreshed every tick) to save a clock call per message.
-        now_ms = (now + w.wall_offset_ns) // 1_000_000
-        if now_ms != w.payload_ms:
-            w.new_payload(now_ms)
-        self.sent = w.echo
-        self.sent_ns = now
-        self.transport.write(w.frame)  # type: ignore[union-attr]
-        w.sent_total += 1
-
-    def data_received(self, data: bytes) -> None:
-        # Hot path: one read holding exactly the echo of what we sent, as one frame (the usual
-        # case for ~30-byte messages): a single bytes comparison checks header and payload.
-        if data == self.sent and self.rest is None:
-            now = perf_counter_ns()
-            w = self.w
-            # Latency includes this process's own handling of the echo: what a user would see.
-            w.lat_append((now - self.sent_ns) // 1000)
-            if w.sending:
-                self.send_next(now)
-            else:
-                self.sent = None
-        else:
-            self.receive(data)
-
-    def on_text(self, payload: bytes) -> None:
-        # General path (split or coalesced reads, fragmented messages).
-        now = perf_counter_ns()
-        w = self.w
-        sent = self.sent
-        if sent is not None and payload == sent[2:]:
-            w.lat_append((now - self.sent_ns) // 1000)
-        else:
-            w.errors[errors.ECHO_MISMATCH] += 1
-        if w.sending:
-            self.send_next(now)
-        else:
-            self.sent = None
-
-    def on_close_frame(self, code: int) -> None:
-        if not self.w.closing:
-            self.closed_by_server = True
-            self.w.errors[errors.close_kind(code)] += 1
-
-    def on_lost(self) -> None:
-        self.w.on_disconnected(self)
-
-    def in_flight(self) -> int:
-        return 0 if self.sent is None else 1
-
-
-class _CompatConn(_Conn):
-    """2017 semantics as well: latency = Date.now() - echoed timestamp, whole wall-clock ms."""
-
-    # The fast path repeats _Conn's on purpose: a compat hook called from _Conn.data_received
-    # would cost every default-mode echo a call; here only --compat pays for the JSON parse.
-    __slots__ = ()
-
-    def data_received(self, data: bytes) -> None:
-        if data == self.sent and self.rest is None:
-            now = perf_counter_ns()
-            w = self.w
-            w.lat_append((now - self.sent_ns) // 1000)
-            self.compat_latency(data[2:])
-            if w.sending:
-                self.send_next(now)
-            else:
-                self.sent = None
-        else:
-            self.receive(data)
-
-    def on_text(self, payload: bytes) -> None:
-        sent = self.sent
-        if sent is not None and payload == sent[2:]:
-            self.compat_latency(payload)
-        super().on_text(payload)
-
-    def compat_latency(self, payload: bytes) -> None:
-        w = self.w
-        try:
-            w.compat_lat_ms += time.time_ns() // 1_000_000 - json.loads(payload)["timestamp"]
-            w.compat_rt += 1
-        except (ValueError, KeyError, TypeError):
-            pass
-
-
-class _OpenConn(_Conn):
-    """Open loop: the worker's scheduler sends at fixed intended times; FIFO of those in flight."""
-
-    __slots__ = ("queue",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.queue: deque[tuple[int, bytes]] = deque()
-
-    def on_open(self) -> None:
-        self.opened = True
-        self.w.on_open(self)
-
-    def send_at(self, intended_ns: int) -> None:
-        w = self.w
-        if len(self.queue) >= OPEN_MODE_MAX_IN_FLIGHT:
-            w.errors[errors.BACKLOG] += 1
-            return
-        now_ms = (intended_ns + w.wall_offset_ns) // 1_000_000
-        if now_ms != w.payload_ms:
-            w.new_payload(now_ms)
-        self.queue.append((intended_ns, w.echo))
-        self.transport.write(w.frame)  # type: ignore[union-attr]
-        w.sent_total += 1
-
-    def data_received(self, data: bytes) -> None:
-        self.receive(data)
-
-    def on_text(self, payload: bytes) -> None:
-        now = perf_counter_ns()
-        w = self.w
-        if not self.queue:
-            w.errors[errors.ECHO_MISMATCH] += 1
-            return
-        intended, sent = self.queue.popleft()
-        if payload == sent[2:]:
-            # From the intended send time: a stalled server or client cannot hide behind
-            # coordinated omission.
-            w.lat_append((now - intended) // 1000)
-        else:
-            w.errors[errors.ECHO_MISMATCH] += 1
-
-    def in_flight(self) -> int:
-        return len(self.queue)
-
-
 class Worker:
     """Connection bookkeeping, ramp, ticks, drain of one process."""
 
@@ -241,8 +84,8 @@ class Worker:
         # Schedule: loop time of the master's epoch t0.
         self.mono_t0 = self.loop.time() + (cfg.t0 - time.time())
         self.host_header, self.path = host_and_path(cfg.url)
-        self.listener_cls: type[_Conn] = (
-            _OpenConn if cfg.mode == "open" else _CompatConn if cfg.compat else _Conn
+        self.listener_cls: type[ClosedConn] = (
+            OpenConn if cfg.mode == "open" else CompatConn if cfg.compat else ClosedConn
         )
         # Counters (cumulative unless said otherwise)
         self.attempted = 0
@@ -277,7 +120,7 @@ class Worker:
         self.stopping = False
         self.stop_reason = "completed"
         self.stop_message = ""
-        self.conns: set[_Conn] = set()
+        self.conns: set[ClosedConn] = set()
         # Attempts in flight: callbacks and one timer for all (see wsclient.Dialer).
         self.dialer = Dialer(
             self.loop,
@@ -319,12 +162,12 @@ class Worker:
         self.frame = masked_frame(TEXT, payload)
         self.echo = server_frame(TEXT, payload)
 
-    def on_open(self, conn: _Conn) -> None:
+    def on_open(self, conn: ClosedConn) -> None:
         self.opened += 1
         self.open_now += 1
         self.conns.add(conn)
 
-    def on_disconnected(self, conn: _Conn) -> None:
+    def on_disconnected(self, conn: ClosedConn) -> None:
         if not conn.opened:
             return
         conn.opened = False
@@ -428,7 +271,7 @@ class Worker:
         regroup_every = max(1, 100_000_000 // period_ns)  # periods between regroupings
         origin = time.perf_counter_ns()
         fired = 0
-        groups: list[list[_Conn]] = [[] for _ in range(buckets)]
+        groups: list[list[ClosedConn]] = [[] for _ in range(buckets)]
         while self.sending and not self.stopping:
             intended = origin + fired * step_ns
             now = time.perf_counter_ns()
@@ -443,7 +286,7 @@ class Worker:
                 for i, conn in enumerate(self.conns):
                     groups[i % buckets].append(conn)
             for conn in groups[bucket]:
-                if conn.opened and isinstance(conn, _OpenConn):
+                if conn.opened and isinstance(conn, OpenConn):
                     conn.send_at(intended)
             fired += 1
 
@@ -719,8 +562,8 @@ def worker_main(cfg: WorkerConfig, pipe: Connection | None) -> None:
         cfg = replace(cfg, t0=float(body))
 
     async def main() -> None:
-        _Conn.w = Worker(cfg, pipe)
-        await _Conn.w.run()
+        ClosedConn.w = Worker(cfg, pipe)
+        await ClosedConn.w.run()
 
     try:
         loop.run_until_complete(main())
@@ -732,8 +575,3 @@ def worker_main(cfg: WorkerConfig, pipe: Connection | None) -> None:
     finally:
         loop.close()
         sys.stdout.flush()
-
-
-def config_dict(cfg: WorkerConfig) -> dict[str, Any]:
-    """Plain dict of a config (for debugging and tests)."""
-    return asdict(cfg)

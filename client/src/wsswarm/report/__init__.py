@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from wsswarm import __version__
+from wsswarm.formats import FORMAT_VERSION
 from wsswarm.report.load import Problem, load_tree, looks_like_results_root
 from wsswarm.report.merge import REFERENCE_2017, TimeSeries, analyse_target, compare
 from wsswarm.report.render import console_table, csv_text, markdown
 
-FORMAT_VERSION = 1
 EXIT_OK = 0
 EXIT_NO_DATA = 1
 EXIT_USAGE = 2

@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-KNOWN_VERSIONS = {1}
+from wsswarm.formats import KNOWN_VERSIONS
+
 WORKER_GLOB = "worker-*.jsonl"
 SAMPLE_FILE = "sample.jsonl"
 SUMMARY_FILE = "summary.json"
 STATUS_FILE = "status.json"
 MANIFEST_FILE = "manifest.json"
-# Files of the results root written by `wsswarm report` itself (never read as input).
-OUTPUT_NAMES = {"summary.json", "summary.csv", "report.md"}
 
 
 @dataclass(frozen=True)

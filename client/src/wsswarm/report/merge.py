@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wsswarm import latency
+from wsswarm.formats import CLIENT_BOUND_PERCENT, sustained_cpu
 from wsswarm.report.hist import summary_ms, values_at_percentiles
 from wsswarm.report.load import HostDir, Problem, Series, TargetDir
-from wsswarm.run import CLIENT_BOUND_PERCENT, sustained_cpu
 
 # Hosts whose measured windows start further apart than this were not started together.
 WINDOW_SKEW_WARN_S = 1.5

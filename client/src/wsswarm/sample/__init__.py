@@ -20,6 +20,7 @@ Modules: `readings` (the records a source returns), `cgroup` (cgroup lookup and 
 `cli` (options and entry point).
 """
 
+from wsswarm.formats import FORMAT_VERSION
 from wsswarm.sample.cgroup import (
     CgroupMount,
     cgroup_dirs_by_id,
@@ -30,7 +31,7 @@ from wsswarm.sample.cgroup import (
 from wsswarm.sample.cli import configure_parser, main, make_source
 from wsswarm.sample.kernel import SockStat, parse_sockstat, read_sockstat
 from wsswarm.sample.readings import Reading, SampleError, Snapshot
-from wsswarm.sample.sampler import FORMAT_VERSION, Sampler, run_sampler
+from wsswarm.sample.sampler import Sampler, run_sampler
 from wsswarm.sample.sources import (
     LIBVIRT_RUN_DIR,
     ContainerInfo,

@@ -13,10 +13,10 @@ from typing import IO, Any
 
 import psutil
 
+from wsswarm.formats import FORMAT_VERSION
 from wsswarm.sample.readings import SampleError
 from wsswarm.sample.sources import Source
 
-FORMAT_VERSION = 1
 # A process start time is the kernel's boot time (whole seconds) plus clock ticks, so it can read
 # up to a second early: a new process that started this close before the last sample counts as
 # born in this interval.

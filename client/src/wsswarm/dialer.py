@@ -1,0 +1,290 @@
+"""Opening WebSocket connections: `connect` (one, awaited) and `Dialer` (many, by callbacks).
+
+The protocol objects they open are `wsclient.ClientProtocol` subclasses; the TCP connect and the
+upgrade are each bounded by the same timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from wsswarm.wsclient import ClientProtocol, upgrade_request
+
+P = TypeVar("P", bound=ClientProtocol)
+
+
+class Deadline:
+    """`with Deadline(loop, s):` cancels the current task after s seconds and exits with
+    TimeoutError then: asyncio.timeout() of Python 3.11, which 3.10 lacks.
+
+    Not wait_for: that costs an extra future and callbacks per attempt, and a ramp has
+    hundreds of attempts in flight whose garbage, interleaved with the connections that stay,
+    fragments the heap for the rest of the run.
+    """
+
+    __slots__ = ("_fired", "_handle", "_loop", "_seconds", "_task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        self._loop = loop
+        self._seconds = seconds
+        self._fired = False
+        self._task: asyncio.Task[Any] | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    def __enter__(self) -> Deadline:
+        self._task = asyncio.current_task(self._loop)
+        self._handle = self._loop.call_later(self._seconds, self._fire)
+        return self
+
+    def _fire(self) -> None:
+        self._fired = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _tb: Any
+    ) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._fired and kind is asyncio.CancelledError:
+            uncancel = getattr(self._task, "uncancel", None)  # 3.11+: keep the count right
+            if uncancel is not None:
+                uncancel()
+            raise TimeoutError(f"no answer within {self._seconds:g} s") from exc
+
+
+async def connect(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], P],
+    *,
+    host: str,
+    path: str,
+    timeout: float,
+    sock: socket.socket | None = None,
+    address: tuple[Any, ...] | None = None,
+    family: int = 0,
+    local_addr: tuple[str, int] | None = None,
+) -> P:
+    """Open a WebSocket; the protocol object once the upgrade has succeeded.
+
+    Either over `sock`, already connected, or to `address` (an IP literal and port: no name
+    lookup), then the TCP connect is bounded by `timeout` too. The loop creates that socket
+    itself: with uvloop no Python socket object stays behind for the connection's life.
+    `host` and `path` go into the request. Raises HandshakeError, TimeoutError (no answer
+    within `timeout`), or the OSError of a connect that failed or a connection that ended
+    during the upgrade.
+    """
+    request, accept = upgrade_request(host, path)
+    waiter: asyncio.Future[None] = loop.create_future()
+    conn = factory()
+    conn.upgrade = (request, accept, waiter)
+    transport = None
+    try:
+        if sock is not None:
+            transport, _ = await loop.create_connection(lambda: conn, sock=sock)
+        else:
+            assert address is not None
+            with Deadline(loop, timeout):
+                transport, _ = await loop.create_connection(
+                    lambda: conn, address[0], address[1], family=family, local_addr=local_addr
+                )
+        with Deadline(loop, timeout):
+            await waiter
+    except BaseException:
+        conn.upgrade = None
+        if transport is not None:
+            transport.abort()
+        elif sock is not None:
+            sock.close()
+        raise
+    return conn
+
+
+# States of an Attempt.
+CONNECTING, UPGRADING, SUCCEEDED, FAILED = 0, 1, 2, 3
+
+
+class Attempt:
+    """One connection attempt of a Dialer: the protocol factory, and the upgrade's waiter."""
+
+    __slots__ = ("conn", "dialer", "since", "state", "task")
+
+    def __init__(self, dialer: Dialer, conn: ClientProtocol) -> None:
+        self.dialer = dialer
+        self.conn: ClientProtocol | None = conn  # None once finished: the attempt holds nothing
+        self.state = CONNECTING
+        self.since = dialer.loop.time()  # start of the current phase (its deadline's origin)
+        self.task: asyncio.Task[Any] | None = None  # uvloop's create_connection, until it ends
+
+    def __call__(self) -> ClientProtocol:
+        """The protocol factory given to create_connection (no closure per attempt)."""
+        assert self.conn is not None
+        return self.conn
+
+    def connected(self, task: asyncio.Task[Any]) -> None:
+        self.task = None
+        self.dialer.connected(self, task)
+
+    # ---- Waiter: what the protocol calls --------------------------------------------------
+
+    def done(self) -> bool:
+        return self.state >= SUCCEEDED
+
+    def set_result(self, _result: None, /) -> None:
+        self.dialer.finish(self, None)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self.dialer.finish(self, exception)
+
+
+class Dialer:
+    """Opens WebSocket connections to one address, driven by callbacks.
+
+    What `connect` does, for many attempts at once and with less short-lived memory: per
+    attempt `connect` costs a Task, two coroutine frames, a waiter future, and a timer and a
+    Deadline per phase (~2.7 KB while in flight, measured); a busy ramp has thousands of
+    attempts in flight, and their memory, freed once they end, stays behind as fragmentation
+    between the connections that remain (CPython's allocator returns none of a 1 MiB arena
+    while one object in it lives). Here an attempt is one small `Attempt` (the protocol
+    factory and the upgrade's waiter); only uvloop's `create_connection` coroutine still runs
+    in a Task, and only until the TCP connect is done. The deadlines of all attempts are
+    checked by one timer every `SWEEP_S`: attempts sit in two insertion-ordered dicts (one per
+    phase, oldest first, all with the same timeout), so the check stops at the first attempt
+    not yet due, and an attempt that ends leaves its dict at once.
+
+    Timeouts are those of `connect`: the TCP connect, then the upgrade, each within `timeout`
+    (up to `SWEEP_S` later). `on_done(conn, exc)` reports every attempt exactly once: exc None
+    after a successful upgrade (after the protocol's `on_open`), else the exception `connect`
+    would have raised (OSError, HandshakeError, TimeoutError). Nothing is reported after
+    `cancel_all()`.
+    """
+
+    SWEEP_S = 0.1
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_done: Callable[[ClientProtocol, BaseException | None], None],
+        *,
+        host: str,
+        path: str,
+        timeout: float,
+        address: tuple[Any, ...],
+        family: int = 0,
+        local_addr: tuple[str, int] | None = None,
+    ) -> None:
+        self.loop = loop
+        self.on_done = on_done
+        self.host = host
+        self.path = path
+        self.timeout = timeout
+        self.address = address
+        self.family = family
+        self.local_addr = local_addr
+        self.connecting: dict[Attempt, None] = {}
+        self.upgrading: dict[Attempt, None] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.connecting) + len(self.upgrading)
+
+    def dial(self, conn: ClientProtocol) -> None:
+        """Start an attempt with `conn` as its protocol."""
+        attempt = Attempt(self, conn)
+        request, accept = upgrade_request(self.host, self.path)
+        conn.upgrade = (request, accept, attempt)
+        host, port = self.address[0], self.address[1]
+        task = self.loop.create_task(
+            self.loop.create_connection(
+                attempt, host, port, family=self.family, local_addr=self.local_addr
+            )
+        )
+        attempt.task = task
+        task.add_done_callback(attempt.connected)
+        self.connecting[attempt] = None
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.SWEEP_S, self._sweep)
+
+    def connected(self, attempt: Attempt, task: asyncio.Task[Any]) -> None:
+        """create_connection ended (its Task's done callback)."""
+        if attempt.state >= SUCCEEDED:
+            # Already reported: the upgrade can be answered before this callback runs; a
+            # transport that arrives after a failure (timeout, cancel) is dropped.
+            if attempt.state == FAILED and not task.cancelled() and task.exception() is None:
+                task.result()[0].abort()
+            return
+        if task.cancelled():
+            self.finish(attempt, ConnectionAbortedError("connection attempt cancelled"))
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.finish(attempt, exc)
+            return
+        del self.connecting[attempt]
+        attempt.state = UPGRADING
+        attempt.since = self.loop.time()  # the upgrade has its own timeout, as in `connect`
+        self.upgrading[attempt] = None
+
+    def finish(self, attempt: Attempt, exc: BaseException | None) -> None:
+        if attempt.state >= SUCCEEDED:
+            return
+        self._forget(attempt)
+        conn = attempt.conn
+        assert conn is not None
+        attempt.conn = None
+        attempt.state = FAILED if exc is not None else SUCCEEDED
+        if exc is not None:
+            self._drop(attempt, conn)
+        self.on_done(conn, exc)
+
+    def cancel_all(self) -> None:
+        """Give up every attempt in flight, silently (the owner is stopping)."""
+        for attempt in [*self.connecting, *self.upgrading]:
+            self._forget(attempt)
+            conn = attempt.conn
+            assert conn is not None
+            attempt.conn = None
+            attempt.state = FAILED
+            self._drop(attempt, conn)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def shrink(self) -> None:
+        """Let go of the tables that held the most attempts in flight (dicts never shrink)."""
+        if not self.connecting:
+            self.connecting = {}
+        if not self.upgrading:
+            self.upgrading = {}
+
+    def _forget(self, attempt: Attempt) -> None:
+        if attempt.state == CONNECTING:
+            del self.connecting[attempt]
+        else:
+            del self.upgrading[attempt]
+
+    @staticmethod
+    def _drop(attempt: Attempt, conn: ClientProtocol) -> None:
+        conn.upgrade = None
+        if attempt.task is not None:
+            attempt.task.cancel()  # uvloop closes the transport it was connecting
+        elif conn.transport is not None:
+            conn.transport.abort()  # nothing when the protocol closed it already
+
+    def _sweep(self) -> None:
+        self._timer = None
+        due = self.loop.time() - self.timeout
+        expired: list[Attempt] = []
+        for phase in (self.connecting, self.upgrading):
+            for attempt in phase:  # oldest first: stop at the first one not yet due
+                if attempt.since > due:
+                    break
+                expired.append(attempt)
+        for attempt in expired:
+            self.finish(attempt, TimeoutError(f"no answer within {self.timeout:g} s"))
+        if self.connecting or self.upgrading:
+            self._timer = self.loop.call_later(self.SWEEP_S, self._sweep)

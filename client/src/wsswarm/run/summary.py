@@ -1,0 +1,115 @@
+"""`summary.json` of one run: the measured window's figures, merged over the workers."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wsswarm import __version__, latency
+from wsswarm.formats import CLIENT_BOUND_PERCENT, FORMAT_VERSION, RunSummary, sustained_cpu
+from wsswarm.run.plan import COMPAT_STEP_S
+
+if TYPE_CHECKING:
+    from wsswarm.run.master import Master
+
+
+def summarize(master: Master) -> RunSummary:
+    """The figures of the measured window and of the whole run, merged over the workers."""
+    hist = latency.new_histogram()
+    roundtrips = 0
+    lat_sum_ms = 0.0
+    for worker in master.workers:
+        for tick in worker.measure_ticks:
+            roundtrips += tick["roundtrips"]
+            if tick["latency_ms"]:
+                lat_sum_ms += tick["latency_ms"]["mean"] * tick["roundtrips"]
+            hist.add(latency.decode(tick["histogram"]))
+    window = None
+    if master.measure_start is not None and master.measure_end is not None:
+        window = master.measure_end - master.measure_start
+    summary_latency = latency.summarize_ms(hist)
+    if summary_latency is not None and roundtrips:
+        summary_latency["mean"] = round(lat_sum_ms / roundtrips, 4)
+    finals = [w.last_tick for w in master.workers if w.last_tick]
+    errors_total: dict[str, int] = {}
+    for tick in finals:
+        for kind, count in tick["errors"].items():
+            errors_total[kind] = errors_total.get(kind, 0) + count
+    open_at_end = 0
+    for worker in master.workers:
+        if worker.measure_ticks:
+            open_at_end += worker.measure_ticks[-1]["open"]
+    cpu = {str(w.index): round(sustained_cpu(w.cpu_measure), 1) for w in master.workers}
+    client_bound = any(value > CLIENT_BOUND_PERCENT for value in cpu.values())
+    # Ramp figures come from the workers' ramp_done reports (later reconnects excluded).
+    ramps = [w.ramp for w in master.workers if w.ramp]
+    firsts = [r["first_attempt"] for r in ramps if r.get("first_attempt")]
+    lasts = [r["last_attempt"] for r in ramps if r.get("last_attempt")]
+    dones = [r["t"] for r in ramps]
+    attempted = sum(t["attempted"] for t in finals)
+    requested = 15.0 * master.args.processes if master.args.compat else master.args.connect_rate
+    achieved = None
+    if lasts and len(ramps) == len(master.workers):
+        # n attempts paced 1/R apart span (n-1)/R: count the span from the scheduled start
+        # (t0) to the last launch, plus one interval. A late loop lowers this figure.
+        step = COMPAT_STEP_S if master.args.compat else 1.0 / requested
+        ramp_attempts = sum(r["attempted"] for r in ramps)
+        achieved = round(ramp_attempts / (max(lasts) - master.t0 + step), 3)
+    ends = [w.end for w in master.workers if w.end]
+    return {
+        "format_version": FORMAT_VERSION,
+        "tool": f"wsswarm {__version__}",
+        "status": master.status,
+        "message": master.message,
+        "host": master.host,
+        "label": master.args.label,
+        "url": master.args.url,
+        "params": master.params,
+        "started": round(master.t0 or master.started, 4),
+        "measure_started": master.measure_start,
+        "measure_ended": master.measure_end,
+        "roundtrips": roundtrips,
+        "roundtrips_per_s": round(roundtrips / window, 3) if window else 0.0,
+        "latency_ms": summary_latency,
+        "connections": {
+            "attempted": attempted,
+            "open": open_at_end,
+            "failed": sum(t["failed"] for t in finals),
+            "dropped": sum(t.get("dropped", 0) for t in finals),
+        },
+        "errors": dict(sorted(errors_total.items())),
+        "client_bound": client_bound,
+        "client_cpu_percent": cpu,
+        "ramp": {
+            "requested_rate": requested,
+            "achieved_rate": achieved,
+            "first_attempt": min(firsts) if firsts else None,
+            "last_attempt": max(lasts) if lasts else None,
+            "completed": max(dones) if dones else None,
+            # False: the window (fixed by --start-at for all hosts) began before the ramp
+            # ended on this host; null: the ramp never ended.
+            "completed_before_window": (
+                None
+                if not dones or len(dones) < len(master.workers) or master.measure_start is None
+                else max(dones) <= master.measure_start
+            ),
+            "window": "planned" if master.window_planned else "after_ramp",
+        },
+        "roundtrips_total": sum(e.get("roundtrips_total", 0) for e in ends),
+        "messages_sent": sum(e.get("sent_total", 0) for e in ends),
+        "histogram": latency.encode(hist),
+    }
+
+
+def write_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """Write JSON to a temporary file beside `path` and rename it over (readers never see half)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
