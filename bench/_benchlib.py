@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -102,6 +103,41 @@ def ensure_node_ws() -> dict[str, str]:
     return dict(os.environ, NODE_PATH=str(NODE_DIR / "node_modules"))
 
 
+CEILING_SOURCE = BENCH / "ceiling" / "ws_echo.c"
+CEILING_CACHE = BENCH / ".cache" / "ceiling"
+
+
+def ensure_ceiling() -> Path:
+    """Build the C echo server (ceiling/ws_echo.c) with the system compiler, once per source.
+
+    The binary is cached under bench/.cache/ceiling/, named by the source's hash and the compiler,
+    so an edited source or another compiler builds anew.
+    """
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise BenchError("no C compiler for the ceiling server (apt-get install gcc)")
+    digest = hashlib.sha256(CEILING_SOURCE.read_bytes() + compiler.encode()).hexdigest()[:16]
+    binary = CEILING_CACHE / f"ws_echo-{digest}"
+    if binary.exists():
+        return binary
+    CEILING_CACHE.mkdir(parents=True, exist_ok=True)
+    for stale in CEILING_CACHE.glob("ws_echo-*"):
+        stale.unlink(missing_ok=True)  # of an older source or another compiler
+    partial = binary.with_name(f"{binary.name}.{os.getpid()}.tmp")
+    flags = ["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror"]
+    proc = subprocess.run(
+        [compiler, *flags, "-o", str(partial), str(CEILING_SOURCE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise BenchError(f"{compiler} could not build {CEILING_SOURCE.name}:\n{proc.stderr}")
+    partial.replace(binary)
+    return binary
+
+
 def node_version() -> str:
     node = shutil.which("node")
     if node is None:
@@ -166,6 +202,19 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
+
+
+def server_command(name: str, port: int) -> tuple[list[str], dict[str, str] | None]:
+    """The command (and environment) of an echo server on 127.0.0.1:`port`: `ceiling` (the C
+    server), `node-ws` (the 2017 baseline) or `wsecho-<backend>`."""
+    if name == "ceiling":
+        return [str(ensure_ceiling()), str(port), "127.0.0.1"], None
+    if name == "node-ws":
+        env = ensure_node_ws()
+        return ["node", str(BENCH / "node" / "echo_server.js"), str(port), "127.0.0.1"], env
+    backend = name.removeprefix("wsecho-")
+    cmd = [venv_bin("wsecho"), "--backend", backend, "--host", "127.0.0.1", "--port", str(port)]
+    return [*cmd, "--log-level", "warning"], None
 
 
 def wait_listening(
@@ -380,6 +429,49 @@ class WsswarmDriver:
         )
 
 
+# The 2017 client's batch period.
+BATCH_INTERVAL_MS = 200
+
+
+class Node2017Driver:
+    """bench/node/client2017.js with one worker, batches sized to give the requested rate."""
+
+    name = "node-2017"
+
+    def command(self, load: Load, out: Path) -> list[str]:
+        del out  # the client prints its result on stdout (driver.log)
+        batch = max(1, round(load.connect_rate * BATCH_INTERVAL_MS / 1000 / load.processes))
+        return [
+            "node",
+            str(BENCH / "node" / "client2017.js"),
+            *("--url", load.url, "--connections", str(load.connections)),
+            *("--workers", str(load.processes), "--batch", str(batch)),
+            *("--interval", str(BATCH_INTERVAL_MS), "--warmup", str(load.warmup)),
+            *("--duration", str(load.duration), "--quiet"),
+            # Bounded: a worker whose loop falls behind would otherwise ramp for minutes.
+            *("--max-ramp", str(round(2 * load.connections / load.connect_rate + 20))),
+        ]
+
+    def result(self, out: Path, log: Path) -> LoadResult:
+        del out
+        lines = [ln for ln in log.read_text().splitlines() if ln.startswith("RESULT ")]
+        if not lines:
+            raise BenchError(f"client2017.js printed no RESULT line: {tail(log)}")
+        s = json.loads(lines[-1].removeprefix("RESULT "))
+        return LoadResult(
+            s["roundtrips_per_s"],
+            s["latency_mean_ms"] if s["latency_mean_ms"] is not None else float("nan"),
+            float("nan"),  # the 2017 client keeps no distribution
+            s["connections"],
+            s["open"],
+            s["failed"],
+            s["measure_started"],
+            s["measure_ended"],
+            {},
+            s,
+        )
+
+
 def wsswarm_available() -> bool:
     try:
         cmd = [venv_bin("wsswarm"), "run", "--help"]
@@ -388,9 +480,10 @@ def wsswarm_available() -> bool:
     return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
 
 
-DRIVERS: dict[str, type[LoadgenDriver] | type[WsswarmDriver]] = {
+DRIVERS: dict[str, type[LoadgenDriver] | type[WsswarmDriver] | type[Node2017Driver]] = {
     "loadgen": LoadgenDriver,
     "wsswarm": WsswarmDriver,
+    "node-2017": Node2017Driver,
 }
 
 

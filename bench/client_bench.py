@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _benchlib import (
-    BENCH,
     CLIENT_CPU,
     DEFAULT_NICE,
     NODE_WS_VERSION,
@@ -27,6 +26,7 @@ from _benchlib import (
     Load,
     LoadResult,
     Matrix,
+    Node2017Driver,
     TreeSampler,
     WsswarmDriver,
     check_machine,
@@ -38,58 +38,17 @@ from _benchlib import (
     ratio,
     run_driver,
     run_matrix,
+    server_command,
     set_nice,
     start,
     stop,
     table,
-    tail,
-    venv_bin,
     wait_listening,
 )
 
 CLIENTS = ("node-2017", "wsswarm")
 REFERENCE = "node-2017"
 SERVERS = ("wsecho-picows", "node-ws")
-BATCH_INTERVAL_MS = 200  # the 2017 client's batch period
-
-
-class Node2017Driver:
-    """bench/node/client2017.js with one worker, batches sized to give the requested rate."""
-
-    name = "node-2017"
-
-    def command(self, load: Load, out: Path) -> list[str]:
-        del out  # the client prints its result on stdout (driver.log)
-        batch = max(1, round(load.connect_rate * BATCH_INTERVAL_MS / 1000 / load.processes))
-        return [
-            "node",
-            str(BENCH / "node" / "client2017.js"),
-            *("--url", load.url, "--connections", str(load.connections)),
-            *("--workers", str(load.processes), "--batch", str(batch)),
-            *("--interval", str(BATCH_INTERVAL_MS), "--warmup", str(load.warmup)),
-            *("--duration", str(load.duration), "--quiet"),
-            # Bounded: a worker whose loop falls behind would otherwise ramp for minutes.
-            *("--max-ramp", str(round(2 * load.connections / load.connect_rate + 20))),
-        ]
-
-    def result(self, out: Path, log: Path) -> LoadResult:
-        del out
-        lines = [ln for ln in log.read_text().splitlines() if ln.startswith("RESULT ")]
-        if not lines:
-            raise BenchError(f"client2017.js printed no RESULT line: {tail(log)}")
-        s = json.loads(lines[-1].removeprefix("RESULT "))
-        return LoadResult(
-            s["roundtrips_per_s"],
-            s["latency_mean_ms"] if s["latency_mean_ms"] is not None else float("nan"),
-            float("nan"),  # the 2017 client keeps no distribution
-            s["connections"],
-            s["open"],
-            s["failed"],
-            s["measure_started"],
-            s["measure_ended"],
-            {},
-            s,
-        )
 
 
 @dataclass
@@ -108,14 +67,6 @@ class Row:
         if self.load is None or not self.client_cpu:
             return None
         return self.load.roundtrips_per_s / self.client_cpu
-
-
-def server_command(name: str, port: int) -> tuple[list[str], dict[str, str] | None]:
-    if name == "node-ws":
-        env = ensure_node_ws()
-        return ["node", str(BENCH / "node" / "echo_server.js"), str(port), "127.0.0.1"], env
-    cmd = [venv_bin("wsecho"), "--backend", "picows", "--host", "127.0.0.1", "--port", str(port)]
-    return [*cmd, "--log-level", "warning"], None
 
 
 def wsswarm_per_connection(out: Path, sampler: TreeSampler, result: LoadResult) -> float | None:

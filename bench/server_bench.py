@@ -1,8 +1,10 @@
-"""Server benchmark: wsecho (picows, websockets) against the 2017 baseline, node.js `ws`.
+"""Server benchmark: wsecho (picows, websockets) against node.js `ws` and a C epoll ceiling.
 
-Each server runs alone on CPU 0; the same closed-loop client drives it from CPU 1 at each
-connection count. One table: round-trips/s, latency, server CPU and RSS, round-trips per
-server-core-second, and every server's ratios to node.js `ws`. See bench/README.md.
+Each server runs alone on CPU 0; each client drives it from CPU 1 at each connection count
+(wsswarm and the 2017 node.js client: a more efficient client changes the server's batching).
+One table: round-trips/s, latency, server CPU and RSS, round-trips per server-core-second, and
+every server's ratios to the C ceiling (`ceiling/ws_echo.c`) and to node.js `ws`, both measured
+in the same invocation with the same client. See bench/README.md.
 
     .venv/bin/python bench/server_bench.py [--connections 1000,10000] [--duration 10]
 """
@@ -12,13 +14,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 from _benchlib import (
-    BENCH,
     CLIENT_CPU,
     DEFAULT_NICE,
     DRIVERS,
@@ -38,22 +40,25 @@ from _benchlib import (
     ratio,
     run_driver,
     run_matrix,
+    server_command,
     set_nice,
     start,
     stop,
     table,
-    venv_bin,
     wait_listening,
     wsswarm_available,
 )
 
-SERVERS = ("wsecho-picows", "wsecho-websockets", "node-ws")
-REFERENCE = "node-ws"
+SERVERS = ("ceiling", "node-ws", "wsecho-picows", "wsecho-websockets")
+CEILING = "ceiling"
+NODE = "node-ws"
+CLIENTS = ("wsswarm", "node-2017", "loadgen")
 
 
 @dataclass
 class Row:
     server: str
+    client: str
     connections: int
     load: LoadResult | None = None
     server_cpu: float | None = None  # fraction of one core
@@ -80,18 +85,9 @@ class Row:
         return self.load.roundtrips_per_s / self.server_cpu
 
 
-def server_command(name: str, port: int) -> tuple[list[str], dict[str, str] | None]:
-    if name == "node-ws":
-        env = ensure_node_ws()
-        return ["node", str(BENCH / "node" / "echo_server.js"), str(port), "127.0.0.1"], env
-    backend = name.removeprefix("wsecho-")
-    cmd = [venv_bin("wsecho"), "--backend", backend, "--host", "127.0.0.1", "--port", str(port)]
-    return [*cmd, "--log-level", "warning"], None
-
-
 def measure(name: str, load: Load, driver_name: str, work: Path) -> Row:
-    row = Row(name, load.connections)
-    out = work / f"{name}-{load.connections}"
+    row = Row(name, driver_name, load.connections)
+    out = work / f"{driver_name}-{name}-{load.connections}"
     out.mkdir(parents=True)
     port = free_port()
     load.url = f"ws://127.0.0.1:{port}/"
@@ -104,7 +100,10 @@ def measure(name: str, load: Load, driver_name: str, work: Path) -> Row:
             with contextlib.suppress(psutil.Error):
                 row.server_rss_idle = psutil.Process(server.pid).memory_info().rss
             driver = DRIVERS[driver_name]()
-            result, client, (srv,) = run_driver(driver, load, out, samplers_for=[server.pid])
+            client_env = ensure_node_ws() if driver_name == "node-2017" else None
+            result, client, (srv,) = run_driver(
+                driver, load, out, samplers_for=[server.pid], env=client_env
+            )
             if server.poll() is not None:
                 raise BenchError(f"server died during the run (exit {server.returncode})")
             t0, t1 = result.measure_started, result.measure_ended
@@ -119,8 +118,12 @@ def measure(name: str, load: Load, driver_name: str, work: Path) -> Row:
 
 
 def render(rows: list[Row]) -> str:
-    ref = {r.connections: r for r in rows if r.server == REFERENCE and r.load is not None}
+    def refs(server: str) -> dict[tuple[str, int], Row]:
+        return {(r.client, r.connections): r for r in rows if r.server == server and r.load}
+
+    ceiling, node = refs(CEILING), refs(NODE)
     headers = [
+        "client",
         "server",
         "conns",
         "open",
@@ -133,37 +136,47 @@ def render(rows: list[Row]) -> str:
         "srv KB/conn",
         "rt/srv-core-s",
         "cli CPU%",
-        "rt/s vs node",
+        "rt/core vs ceiling",
         "rt/core vs node",
-        "mean lat vs node",
+        "rt/s vs node",
         "RSS vs node",
     ]
     lines = []
     notes: list[str] = []
     for r in rows:
         if r.load is None:
-            notes.append(f"[{len(notes) + 1}] {r.server} at {r.connections:,}: {r.error}")
-            lines.append([r.server, f"{r.connections:,}", f"error [{len(notes)}]"] + ["-"] * 13)
+            where = f"{r.client} against {r.server} at {r.connections:,}"
+            notes.append(f"[{len(notes) + 1}] {where}: {r.error}")
+            lines.append(
+                [r.client, r.server, f"{r.connections:,}", f"error [{len(notes)}]"] + ["-"] * 13
+            )
             continue
-        n = ref.get(r.connections)
+        if r.load.raw.get("ramp_incomplete"):
+            notes.append(
+                f"[{len(notes) + 1}] {r.client} against {r.server} at {r.connections:,}: its "
+                "ramp had not ended after --max-ramp; measured with the connections it had"
+            )
+        c, n = ceiling.get((r.client, r.connections)), node.get((r.client, r.connections))
         nl = n.load if n is not None else None
+        p99 = "-" if math.isnan(r.load.p99_ms) else f"{r.load.p99_ms:.1f}"
         lines.append(
             [
+                r.client,
                 r.server,
                 f"{r.connections:,}",
                 f"{r.load.open:,}",
                 str(r.load.failed),
                 f"{r.load.roundtrips_per_s:,.0f}",
                 f"{r.load.mean_ms:.1f}",
-                f"{r.load.p99_ms:.1f}",
+                p99,
                 f"{100 * (r.server_cpu or 0):.0f}",
                 f"{(r.server_rss or 0) / 1e6:.0f}",
                 "-" if r.per_connection is None else f"{r.per_connection / 1024:.1f}",
                 f"{r.per_core or 0:,.0f}",
                 f"{100 * (r.client_cpu or 0):.0f}",
-                ratio(r.load.roundtrips_per_s, nl.roundtrips_per_s if nl else None),
+                ratio(r.per_core, c.per_core if c else None),
                 ratio(r.per_core, n.per_core if n else None),
-                ratio(r.load.mean_ms, nl.mean_ms if nl else None),
+                ratio(r.load.roundtrips_per_s, nl.roundtrips_per_s if nl else None),
                 ratio(r.server_rss, n.server_rss if n else None),
             ]
         )
@@ -188,11 +201,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--connect-rate", type=float, default=1000.0, help="connections/s (default 1000)"
     )
     p.add_argument(
-        "--driver",
-        choices=["auto", *DRIVERS],
-        default="auto",
-        help="the client: wsswarm (`wsswarm run`), loadgen (bench/loadgen.py), or auto (default: "
-        "wsswarm if installed, else loadgen)",
+        "--clients",
+        default="wsswarm,node-2017",
+        help=f"comma-separated subset of {','.join(CLIENTS)}: each server runs under each "
+        "(default wsswarm,node-2017)",
     )
     p.add_argument(
         "--client-processes", type=int, default=1, help="client processes on CPU 1 (default 1)"
@@ -221,8 +233,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     per_process = max(args.connections) / args.client_processes
     if per_process > fd_limit() - 100:
         p.error(f"{per_process:.0f} connections per client process exceed the open-file limit")
-    if args.driver == "auto":
-        args.driver = "wsswarm" if wsswarm_available() else "loadgen"
+    args.clients = [c for c in args.clients.split(",") if c]
+    unknown = set(args.clients) - set(CLIENTS)
+    if unknown or not args.clients:
+        p.error(f"--clients: unknown {sorted(unknown)}; choose from {', '.join(CLIENTS)}")
+    if "wsswarm" in args.clients and not wsswarm_available():
+        p.error("--clients: wsswarm is not installed (make bootstrap), or choose loadgen")
     return args
 
 
@@ -234,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     nice = set_nice(args.nice)
     print(f"machine: {machine_line()}; {nice}", flush=True)
     print(
-        f"client: {args.driver} ({args.client_processes} process(es)) on CPU {CLIENT_CPU}, "
+        f"clients: {', '.join(args.clients)} ({args.client_processes} process(es) or worker(s)) "
+        f"on CPU {CLIENT_CPU}, "
         f"servers on CPU {SERVER_CPU}; node ws@{NODE_WS_VERSION}; warm-up {args.warmup:g} s, "
         f"measured {args.duration:g} s, connect rate {args.connect_rate:g}/s",
         flush=True,
@@ -247,10 +264,16 @@ def main(argv: list[str] | None = None) -> int:
 
     matrix = Matrix(
         script="bench/server_bench.py",
-        # The reference first, so that a failure shows before the long runs.
-        names=sorted(args.servers, key=lambda s: s != REFERENCE),
+        # The references first, so that a failure shows before the long runs.
+        names=[
+            f"{client}:{server}"
+            for client in args.clients
+            for server in sorted(args.servers, key=lambda s: (s != CEILING, s != NODE))
+        ],
         connections=args.connections,
-        measure=lambda name, n, work: measure(name, load(n), args.driver, work),
+        measure=lambda name, n, work: measure(
+            name.split(":")[1], load(n), name.split(":")[0], work
+        ),
         status=lambda row: (
             f"{row.load.roundtrips_per_s:,.0f} rt/s at {100 * (row.server_cpu or 0):.0f}% "
             "server CPU"
@@ -260,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         render=render,
         as_json=lambda r: {
             "server": r.server,
+            "client": r.client,
             "connections": r.connections,
             "error": r.error,
             "server_cpu": r.server_cpu,
