@@ -1,8 +1,10 @@
-"""host_tuning on a lab container: netns sysctl values in force, host-global keys left alone,
-drop-ins written, limits in force for services, and a plan that cannot fit refused clearly."""
+"""host_tuning on a lab container: raise-only netns sysctl values in force, host-global keys left
+alone, the kit's units (and only they) get the file limit, per-host shares checked, and teardown
+puts back exactly what was found. The teardown test runs last (pytest keeps file order)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -11,12 +13,13 @@ import pytest
 
 SCENARIO = Path(__file__).resolve().parents[1]
 NOFILE = 10000 + 4096
+BEFORE = "/var/lib/echolab/host_tuning/before.json"
 
 
 @pytest.mark.parametrize(
     ("key", "value"),
     [
-        ("net.core.somaxconn", "10000"),
+        ("net.core.somaxconn", "20000"),  # prepare.yml set it above the kit's 10000: kept
         ("net.ipv4.tcp_max_syn_backlog", "10000"),
         ("net.ipv4.ip_local_port_range", "1024 65535"),
         ("net.ipv4.tcp_tw_reuse", "1"),
@@ -25,7 +28,7 @@ NOFILE = 10000 + 4096
     ],
 )
 def test_netns_sysctl_in_force(host, key: str, value: str) -> None:
-    """The container's own network-namespace keys carry the planned values."""
+    """The container's own network-namespace keys carry the planned values, never lower."""
     out = host.check_output(f"sysctl -n {key}")
     assert out.split() == value.split()
 
@@ -42,40 +45,50 @@ def test_sysctl_dropin_applies_and_explains(host) -> None:
     dropin = host.file("/etc/sysctl.d/90-echolab.conf")
     assert dropin.mode == 0o644
     text = dropin.content_string
-    assert "\nnet.core.somaxconn = 10000\n" in text
+    assert "\nnet.core.somaxconn = 20000\n" in text
     assert "# fs.file-max = 2097152  NOT APPLIED: host-global, left alone" in text
     assert "# net.core.rmem_max = 16777216  NOT APPLIED: cannot be set from inside" in text
     assert "# net.netfilter.nf_conntrack_max" in text
     assert not any(line.startswith("fs.") for line in text.splitlines())
 
 
-def test_session_limits_file(host) -> None:
-    """Login sessions get soft = hard = connections + headroom, root included."""
-    text = host.file("/etc/security/limits.d/90-echolab.conf").content_string
-    lines = [line.split() for line in text.splitlines() if not line.startswith("#")]
-    for who in ("*", "root"):
-        for kind in ("soft", "hard"):
-            assert [who, kind, "nofile", str(NOFILE)] in lines
+def test_no_limits_for_every_service_or_session(host) -> None:
+    """No DefaultLimitNOFILE drop-in, no limits.d file, no modprobe files inside a container."""
+    for path in (
+        "/etc/systemd/system.conf.d/90-echolab.conf",
+        "/etc/security/limits.d/90-echolab.conf",
+        "/etc/modules-load.d/90-echolab.conf",
+        "/etc/modprobe.d/90-echolab.conf",
+    ):
+        assert not host.file(path).exists, path
 
 
-def test_services_get_the_file_limit(host) -> None:
-    """A service started after the role runs with the raised limit."""
-    assert host.check_output("systemctl show --property=DefaultLimitNOFILE --value") == str(NOFILE)
-    out = host.check_output(
-        "systemd-run --quiet --wait --pipe --collect sh -c 'ulimit -n; ulimit -Hn'"
-    )
-    assert out.split() == [str(NOFILE), str(NOFILE)]
+def _unit_hard_nofile(host, name: str) -> int:
+    host.check_output(f"systemctl start echolab-{name}.service")
+    return int(host.file(f"/run/echolab-{name}.nofile").content_string)
 
 
-def _converge_check(*extra: str) -> subprocess.CompletedProcess[str]:
+def test_kit_unit_below_the_plan_is_raised(host) -> None:
+    """A kit unit whose limit is below the plan's gets a drop-in, and its process the limit."""
+    assert host.file("/etc/systemd/system/echolab-lowlimit.service.d/90-echolab-nofile.conf").exists
+    assert _unit_hard_nofile(host, "lowlimit") == NOFILE
+
+
+def test_kit_unit_above_the_plan_is_kept(host) -> None:
+    """A kit unit whose limit is already above the plan's gets no drop-in and keeps it."""
+    assert not host.file("/etc/systemd/system/echolab-highlimit.service.d").exists
+    assert _unit_hard_nofile(host, "highlimit") == 19000
+
+
+def _playbook(playbook: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", PY_COLORS="0")
     return subprocess.run(
         [
             "ansible-playbook",
             "-i",
             os.environ["MOLECULE_INVENTORY_FILE"],
-            "--check",
-            str(SCENARIO / "converge.yml"),
+            *(["--check"] if check else []),
+            str(SCENARIO / playbook),
             *extra,
         ],
         capture_output=True,
@@ -86,17 +99,55 @@ def _converge_check(*extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_plan_that_cannot_fit_is_refused() -> None:
-    """70,000 connections from one source address exceed the port range: a clear failure."""
-    proc = _converge_check("-e", "host_tuning_connections=70000")
+def test_client_share_that_cannot_fit_is_refused() -> None:
+    """70,000 client connections from one source address exceed the port range: a clear failure."""
+    proc = _playbook("converge.yml", "-e", "host_tuning_client_connections=70000")
     assert proc.returncode != 0
     assert "does not fit" in proc.stdout
     assert "ephemeral ports" in proc.stdout
     assert "hard limit of PID 1" in proc.stdout
 
 
-def test_bad_input_is_refused() -> None:
-    """A connection count that is not a number fails argument validation."""
-    proc = _converge_check("-e", "host_tuning_connections=lots")
-    assert proc.returncode != 0
-    assert "host_tuning_connections" in proc.stdout + proc.stderr
+def test_server_share_skips_the_port_check() -> None:
+    """A test host that is not a client is not held to the port range (only to its file limit)."""
+    proc = _playbook(
+        "converge.yml",
+        "-e",
+        "host_tuning_client_connections=0",
+        "-e",
+        "host_tuning_server_connections=70000",
+    )
+    assert "hard limit of PID 1" in proc.stdout
+    assert "ephemeral ports" not in proc.stdout
+
+
+def test_source_addresses_multiply_the_port_capacity() -> None:
+    """Two source addresses hold 2 x the port range per destination: 70,000 fit the ports."""
+    proc = _playbook(
+        "converge.yml",
+        "-e",
+        "host_tuning_client_connections=70000",
+        "-e",
+        "host_tuning_source_addresses=2",
+    )
+    assert "hard limit of PID 1" in proc.stdout
+    assert "ephemeral ports" not in proc.stdout
+
+
+def test_teardown_restores_what_was_found(host) -> None:
+    """After teardown every key holds its recorded before-value (somaxconn still 20000), the unit
+    drop-in is gone and the unit's own limit is back, /proc/sys is read-only again."""
+    before = json.loads(host.file(BEFORE).content_string)
+    assert before["sysctl"]["net.core.somaxconn"] == "20000"
+    proc = _playbook("teardown.yml", check=False)
+    assert proc.returncode == 0, proc.stdout
+    for key, value in before["sysctl"].items():
+        assert host.check_output(f"sysctl -n {key}").split() == value.split(), key
+    assert host.check_output("sysctl -n net.core.somaxconn") == "20000"
+    assert not host.file(
+        "/etc/systemd/system/echolab-lowlimit.service.d/90-echolab-nofile.conf"
+    ).exists
+    assert _unit_hard_nofile(host, "lowlimit") == 1024
+    assert not host.file("/etc/sysctl.d/90-echolab.conf").exists
+    assert not host.file("/var/lib/echolab/host_tuning").exists
+    assert host.check_output("findmnt -no OPTIONS /proc/sys").split(",")[0] == "ro"
