@@ -706,3 +706,133 @@ def test_kernel_memory_per_connection_from_sampler_records(tmp_path: Path) -> No
         next(csv.DictReader((root / "summary.csv").open()))["memory_per_connection_kernel_bytes"]
         == "287"
     )
+
+
+# ---- comparison of runs -------------------------------------------------------------------
+
+
+def real_run(root: Path, port: int, server: subprocess.Popen[bytes], connections: int) -> Path:
+    """One run directory as site.yml lays it out: a real `wsswarm run`, a real sampler."""
+    target = root / "echo"
+    sample = target / "testhost" / "sample.jsonl"
+    sampler = subprocess.Popen(
+        [*WSSWARM, "sample", "--pid", str(server.pid), "--interval", "0.5", "--out", str(sample)]
+    )
+    args = [*SMALL_RUN, "--processes", "1", "--connections", str(connections)]
+    run = subprocess.run(
+        [*WSSWARM, "run", "--url", f"ws://127.0.0.1:{port}/", *args, "--out", str(target / "c1")],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    sampler.terminate()
+    assert sampler.wait(timeout=10) == 0
+    assert run.returncode == 0, run.stderr
+    write_json(target / "status.json", {"target": "echo", "status": "ok", "reason": ""})
+    write_json(
+        root / "manifest.json",
+        {
+            "format_version": 1,
+            "run_id": root.name,
+            "created": f"{time.time()}",
+            "kernel": "6.1.0",
+            "parameters": {"connections": connections, "duration": 2},
+            "targets": {"echo": {"kind": "baseline"}},
+        },
+    )
+    return root
+
+
+def test_compare_lists_the_differing_parameter_and_the_ratio(
+    tmp_path: Path, wsecho: tuple[int, subprocess.Popen[bytes]]
+) -> None:
+    """Two real runs with 10 and 20 connections: compare.md names `parameters.connections` as
+    the difference, gives both rates and their ratio, and draws the PNGs."""
+    port, server = wsecho
+    small = real_run(tmp_path / "results" / "small", port, server, 10)
+    large = real_run(tmp_path / "results" / "large", port, server, 20)
+    proc = subprocess.run(
+        [*WSSWARM, "report", "--compare", str(small), str(large)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "results" / "compare-small-vs-large"
+    assert proc.stdout == f"comparison: {out / 'compare.md'}\n"
+    text = (out / "compare.md").read_text()
+    differences = text.split("## What differs in the manifests")[1].split("## Per target")[0]
+    assert "| `parameters.connections` | 10 | 20 |" in differences
+    assert "`parameters.duration`" not in differences
+    assert "`kernel`" not in differences
+    assert "`created`" not in differences
+    rates = [build_summary(r)[0]["targets"]["echo"]["roundtrips_per_s"] for r in (small, large)]
+    row = next(line for line in text.splitlines() if line.startswith("| round-trips/s |"))
+    assert row == (
+        f"| round-trips/s | {rates[0]:,.0f} | {rates[1]:,.0f} | {rates[1] / rates[0]:.2f}x |"
+    )
+    assert "| open connections | 10 | 20 | 2.00x |" in text
+    data = json.loads((out / "compare.json").read_text())
+    assert data["manifest_differences"] == {"parameters.connections": ["10", "20"]}
+    for name in ("compare-roundtrips.png", "compare-p99.png"):
+        assert (out / name).read_bytes().startswith(b"\x89PNG")
+        assert f"]({name})" in text
+
+
+def test_compare_refuses_unknown_format_versions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run written in a format this wsswarm does not know is refused with the file named;
+    nothing is written."""
+    old = simple_run(tmp_path / "old", {"ctr": {}})
+    new = simple_run(tmp_path / "new", {"ctr": {}})
+    manifest = json.loads((new / "manifest.json").read_text())
+    write_json(new / "manifest.json", {**manifest, "format_version": 7})
+    out = tmp_path / "cmp"
+    assert cli.main(["report", "--compare", str(old), str(new), "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{new / 'manifest.json'}: format_version 7, this wsswarm reads [1]" in err
+    assert not out.exists()
+    # A worker file of an unknown version makes the run unreadable too, not silently smaller.
+    write_json(new / "manifest.json", manifest)
+    worker = new / "ctr" / "client1" / "worker-0.jsonl"
+    lines = worker.read_text().splitlines()
+    lines[0] = lines[0].replace('"format_version": 1', '"format_version": 9')
+    worker.write_text("\n".join(lines) + "\n")
+    assert cli.main(["report", "--compare", str(old), str(new), "--out-dir", str(out)]) == 2
+    assert "files in a format this wsswarm cannot read" in capsys.readouterr().err
+    assert cli.main(["report", "--compare", str(old)]) == 2
+    assert "--compare RUN_DIR RUN_DIR" in capsys.readouterr().err
+
+
+def test_compare_warns_when_a_difference_is_within_the_noise(tmp_path: Path) -> None:
+    """Rates 2% apart with a per-second CV of 38% are marked as noise; the same runs without
+    noise are not."""
+    runs = []
+    for name, rate in (("a", 200), ("b", 204)):
+        root = tmp_path / name
+        workers = []
+        for seed in (1, 2):
+            ticks, _ = make_worker(seed, rate=rate)
+            for k, t in enumerate(tk for tk in ticks if tk["phase"] == "measure"):
+                count = rate // 2 if k % 2 == 0 else rate
+                t.update(tick(t["t"], "measure", [5000] * count, open_=10, attempted=10))
+            workers.append(ticks)
+        write_host(root / "ctr" / "client1", workers, connections=20)
+        runs.append(root)
+    out = tmp_path / "cmp"
+    assert (
+        cli.main(["report", "--no-plots", "--compare", *map(str, runs), "--out-dir", str(out)]) == 0
+    )
+    text = (out / "compare.md").read_text()
+    warning = next(line for line in text.splitlines() if "b vs a: round-trips/s differ" in line)
+    assert "differ by +2." in warning
+    assert "within the runs' own noise (per-second CV up to 38.5%)" in warning
+    steady = [simple_run(tmp_path / n, {"ctr": {"rate": r}}) for n, r in (("c", 200), ("d", 204))]
+    assert (
+        cli.main(["report", "--no-plots", "--compare", *map(str, steady), "--out-dir", str(out)])
+        == 0
+    )
+    assert "noise" not in (out / "compare.md").read_text().split("## Per target")[1]

@@ -122,7 +122,19 @@ def write_report(
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "results_dir", type=Path, metavar="RESULTS_DIR", help="one run: results/<run-id>/"
+        "results_dir",
+        type=Path,
+        nargs="?",
+        metavar="RESULTS_DIR",
+        help="one run: results/<run-id>/",
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        nargs="+",
+        metavar="RUN_DIR",
+        help="compare two or more runs instead (compare.md, compare.json and PNGs; the first run "
+        "is the base of the ratios; default --out-dir: compare-<run>-vs-<run> beside the first)",
     )
     parser.add_argument(
         "--out-dir", type=Path, default=None, help="write the report here (default: RESULTS_DIR)"
@@ -131,6 +143,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.compare is not None or args.results_dir is None:
+        return _main_compare(args)
     try:
         summary, report = write_report(args.results_dir, args.out_dir, plots=not args.no_plots)
     except ReportError as exc:
@@ -152,4 +166,27 @@ def main(args: argparse.Namespace) -> int:
         count = len(summary["problems"])
         print(f"{count} problem{'s' if count > 1 else ''} in the input files: listed in the report")
     print(f"report: {report}")
+    return EXIT_OK
+
+
+def _main_compare(args: argparse.Namespace) -> int:
+    from wsswarm.report.compare_runs import CompareError, write_compare  # noqa: PLC0415
+
+    if args.results_dir is not None or not args.compare or len(args.compare) < 2:
+        print(
+            "wsswarm report: give either RESULTS_DIR or --compare RUN_DIR RUN_DIR [...]",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    first = args.compare[0].resolve()
+    default = first.parent / ("compare-" + "-vs-".join(p.resolve().name for p in args.compare))
+    try:
+        report = write_compare(args.compare, args.out_dir or default, plots=not args.no_plots)
+    except CompareError as exc:
+        print(f"wsswarm report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"wsswarm report: cannot write the comparison: {exc}", file=sys.stderr)
+        return EXIT_NO_DATA
+    print(f"comparison: {report}")
     return EXIT_OK

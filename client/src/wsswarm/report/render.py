@@ -241,7 +241,7 @@ def console_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _md_table(head: list[str], rows: list[list[str]]) -> str:
+def md_table(head: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -272,7 +272,7 @@ def markdown(summary: dict[str, Any], plots: list[tuple[str, str]]) -> str:
         out.append("None: every target measured cleanly.\n")
 
     out.append("## Results\n")
-    out.append(_md_table(TABLE_HEAD, table_rows(results)))
+    out.append(md_table(TABLE_HEAD, table_rows(results)))
     out.append(
         "Round-trips/s are counted over the common measured window of all client processes "
         "(after the ramp and the warm-up); latencies cover every round trip in that window "
@@ -330,7 +330,7 @@ def markdown(summary: dict[str, Any], plots: list[tuple[str, str]]) -> str:
                 for name, h in sorted(hosts.items())
             ]
             out.append(
-                _md_table(
+                md_table(
                     ["host", "workers", "round-trips/s", "p99 ms", "failed", "run", "sampler"],
                     rows,
                 )
@@ -355,7 +355,7 @@ def markdown(summary: dict[str, Any], plots: list[tuple[str, str]]) -> str:
                 [name, _num(c.get("cpu_percent_mean")), _mb(c.get("rss_bytes_max"))]
                 for name, c in server["components"].items()
             ]
-            out.append(_md_table(["component", "CPU % (mean)", "memory MB (max)"], rows))
+            out.append(md_table(["component", "CPU % (mean)", "memory MB (max)"], rows))
 
     out.append("## Input problems\n")
     if summary["problems"]:
