@@ -460,10 +460,10 @@ def test_kernel_tcp_memory_is_read_in_the_server_namespace(tmp_path: Path) -> No
     # Only wsecho's listener lives in that namespace before; then both ends of each connection.
     assert before.tcp_inuse == 1
     assert during.tcp_inuse == 1 + 2 * count
-    # Each connection holds 128 KiB sent and never-read echoes; a quarter of it is a safe floor
-    # even with other processes of the machine freeing TCP memory meanwhile.
+    # Each connection holds 1 MiB sent and never-read echoes; half of it is the floor, as other
+    # processes of the machine may free TCP memory meanwhile (the figure is kernel-wide).
     assert during.tcp_mem_bytes > 0
-    assert during.tcp_mem_bytes - before.tcp_mem_bytes >= count * 32 * 1024
+    assert during.tcp_mem_bytes - before.tcp_mem_bytes >= count * 512 * 1024
 
 
 def test_sample_records_carry_the_kernel_reading(busy: subprocess.Popen[bytes]) -> None:

@@ -156,6 +156,14 @@ class Component(_ComponentBase, total=False):
     usage_bytes: int  # containers only: the raw cgroup usage
 
 
+class KernelTcp(TypedDict):
+    """sockstat's TCP line as the sampled server's network namespace sees it."""
+
+    tcp_inuse: int  # TCP sockets of that namespace
+    tcp_alloc: int  # TCP sockets of the whole kernel
+    tcp_mem_bytes: int  # TCP socket buffer memory of the whole kernel
+
+
 class _SampleBase(TypedDict):
     type: Literal["sample"]
     t: float
@@ -169,6 +177,7 @@ class Sample(_SampleBase, total=False):
     """One line of `sample.jsonl` per interval."""
 
     errors: dict[str, str]  # only when something could not be read
+    kernel: KernelTcp  # only when the source has a network namespace on the sampler's host
 
 
 class SampleEnd(TypedDict):

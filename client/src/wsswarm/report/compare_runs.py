@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wsswarm.report.load import KNOWN_VERSIONS, MANIFEST_FILE
+from wsswarm.formats import KNOWN_VERSIONS
+from wsswarm.report.load import MANIFEST_FILE
 from wsswarm.report.merge import ROUNDTRIPS_CV_WARN
 from wsswarm.report.render import md_table
 

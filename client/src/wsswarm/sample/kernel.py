@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from wsswarm.formats import KernelTcp
+
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -22,7 +24,7 @@ class SockStat:
     tcp_alloc: int  # TCP sockets of the whole kernel
     tcp_mem_bytes: int  # TCP socket buffer memory of the whole kernel
 
-    def as_record(self) -> dict[str, int]:
+    def as_record(self) -> KernelTcp:
         return {
             "tcp_inuse": self.tcp_inuse,
             "tcp_alloc": self.tcp_alloc,
