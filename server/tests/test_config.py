@@ -24,6 +24,7 @@ def test_defaults_are_the_documented_ones() -> None:
         log_level="info",
         log_format="text",
         run_token=None,
+        workers=1,
     )
 
 
@@ -39,9 +40,10 @@ def test_environment_sets_every_option() -> None:
         "WSECHO_LOG_LEVEL": "debug",
         "WSECHO_LOG_FORMAT": "json",
         "WSECHO_RUN_TOKEN": "run-42",
+        "WSECHO_WORKERS": "3",
     }
     assert load([], environ) == Settings(
-        "127.0.0.1", 9000, "websockets", 16 << 20, 10, 2.5, "debug", "json", "run-42"
+        "127.0.0.1", 9000, "websockets", 16 << 20, 10, 2.5, "debug", "json", "run-42", 3
     )
 
 
@@ -83,6 +85,9 @@ def test_sizes_accept_binary_units(text: str, expected: int) -> None:
         (["--log-level", "loud"], "log-level must be one of"),
         (["--log-format", "xml"], "log-format must be one of text, json"),
         (["--host", ""], "host must not be empty"),
+        (["--workers", "0"], "workers must be between 1 and 64, got 0"),
+        (["--workers", "65"], "workers must be between 1 and 64, got 65"),
+        (["--workers", "two"], "--workers: invalid value 'two'"),
         (["--run-token", "two words"], "run-token must be 1-128 characters"),
         (["--run-token", "x\r\nSet-Cookie: a=b"], "run-token must be 1-128 characters"),
         (["--run-token", "t" * 129], "run-token must be 1-128 characters"),

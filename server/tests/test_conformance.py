@@ -27,11 +27,18 @@ def wstest() -> Path:
 
 
 @pytest.mark.conformance
+@pytest.mark.parametrize(
+    ("backend", "workers"),
+    # --workers 2 once, with the default backend: the workers share the port, the protocol
+    # code is the same.
+    [("picows", 1), ("websockets", 1), ("picows", 2)],
+    ids=["picows", "websockets", "picows-2-workers"],
+)
 def test_autobahn_fuzzingclient(
-    wstest: Path, start_service: Callable[..., Any], backend: str, tmp_path: Path
+    wstest: Path, start_service: Callable[..., Any], backend: str, workers: int, tmp_path: Path
 ) -> None:
     """Sections 1-11 of the fuzzingclient: no FAILED case (16 MiB limit, section 9 needs it)."""
-    service = start_service(backend, "--max-message-size", "16MiB")
+    service = start_service(backend, "--max-message-size", "16MiB", "--workers", str(workers))
     outdir = tmp_path / "reports"
     spec = {
         "outdir": str(outdir),
@@ -64,3 +71,13 @@ def test_autobahn_fuzzingclient(
             )
     assert not failed, f"{len(failed)} Autobahn cases failed:\n" + "\n".join(failed)
     assert service.proc.poll() is None, "wsecho died during the run"
+    if workers > 1:  # both workers took part: each one's stop line says what it served
+        assert service.stop() == 0
+        log = service.log()
+        served = [
+            int(line.split("served ")[1].split()[0])
+            for line in log.splitlines()
+            if "wsecho worker" in line and "stopped" in line
+        ]
+        assert len(served) == workers, log
+        assert min(served) > 0, f"a worker served no case: {served}"

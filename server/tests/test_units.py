@@ -13,7 +13,8 @@ import pytest
 from wsecho.common import EventLog, HttpResponse, http_endpoint
 from wsecho.logs import JsonFormatter
 from wsecho.mask import apply_mask, load_c_apply_mask, python_apply_mask
-from wsecho.metrics import Metrics, resident_memory_bytes
+from wsecho.metrics import Counters, Metrics, resident_memory_bytes
+from wsecho.workers import Board, WorkerView
 
 
 def test_metrics_text_is_prometheus_exposition() -> None:
@@ -25,7 +26,8 @@ def test_metrics_text_is_prometheus_exposition() -> None:
     assert "# TYPE wsecho_messages_total counter\nwsecho_messages_total 7\n" in text
     assert "# TYPE wsecho_connections_current gauge\n" in text
     samples = [line for line in text.splitlines() if not line.startswith("#")]
-    assert len(samples) == 7
+    assert len(samples) == 9  # 8 metrics, one worker's connections
+    assert 'wsecho_worker_connections_current{worker="0"} 0' in samples
     assert all(len(line.split()) == 2 for line in samples)
 
 
@@ -118,3 +120,40 @@ def test_picows_core_is_imported_without_picows_client_modules() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.splitlines() == ["[]", "blocked", "True True"]
+
+
+def test_board_sums_what_each_process_published() -> None:
+    """A worker's counters, written in a forked child, are read whole by another process."""
+    board = Board(2)
+    pid = os.fork()
+    if pid == 0:
+        board.write(1, Counters(connections_current=7, messages_total=9, resident_memory_bytes=5))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    view = WorkerView(board, 0)
+    own = Counters(connections_current=3, messages_total=1)
+    workers = view.workers(own)
+    assert workers == [
+        own,
+        Counters(connections_current=7, messages_total=9, resident_memory_bytes=5),
+    ]
+    assert sum(workers, Counters()).connections_current == 10
+    assert board.read(1).pid == pid
+    assert view.health_problem() is None
+
+
+def test_service_metrics_render_every_worker() -> None:
+    """/metrics of a worker: totals over the workers plus the parent's memory, one line each."""
+    board = Board(2)
+    board.write(1, Counters(connections_current=4, resident_memory_bytes=1000))
+    board.write(2, Counters(resident_memory_bytes=100))  # the parent
+    metrics = Metrics()
+    metrics.service = WorkerView(board, 0)
+    metrics.connections_current = 6
+    text = metrics.render().decode()
+    assert "wsecho_connections_current 10\n" in text
+    assert 'wsecho_worker_connections_current{worker="0"} 6\n' in text
+    assert 'wsecho_worker_connections_current{worker="1"} 4\n' in text
+    assert "wsecho_workers 2\n" in text
+    rss = int(text.split("\nwsecho_process_resident_memory_bytes ")[1].split()[0])
+    assert abs(rss - 1100 - resident_memory_bytes()) < 1_000_000  # own + worker 1 + parent

@@ -2,13 +2,17 @@
 "<= 60 MB at 10,000" and "10,000 connections opened at 1,000/s with zero refused").
 
     python server/tools/rss_probe.py --backend picows --connections 10000 [--connect-rate 1000]
+        [--workers N]
 
 Starts wsecho on 127.0.0.1 (port 0) and reads its idle RSS; opens the connections from several
 client processes (each under the 20,000 open-file limit) on a fixed schedule of --connect-rate
 attempts per second, each one connect + upgrade + one 2017-style message echoed within 10 s;
 waits two seconds for the server to settle and reads its RSS again (from /proc/<pid>/status: the
-server process only, the clients are separate processes). Prints the RSS figures, then the ramp:
-attempts, achieved rate, and how many opened, were refused, reset or timed out. Loopback only.
+server's processes only, the clients are separate processes). Prints the RSS figures, the ramp
+(attempts, achieved rate, and how many opened, were refused, reset or timed out) and how the
+connections spread over the workers; then sends SIGTERM with every connection still open and
+prints how long wsecho took to exit and how many connections got close 1001 within 5 s.
+Loopback only.
 """
 
 from __future__ import annotations
@@ -32,17 +36,33 @@ PER_PROCESS = 2500
 CONNECT_TIMEOUT = 10.0  # seconds for connect + upgrade + first echo (as the bench's client)
 
 
+CLOSE_WAIT = 5.0  # seconds after SIGTERM for every connection's close frame
+
+
+def service_pids(pid: int) -> list[int]:
+    """wsecho's process and its workers (`--workers`)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *map(int, children)]
+
+
 def rss_bytes(pid: int) -> int:
-    text = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmRSS:\s+(\d+) kB", text, re.MULTILINE)
-    assert match
-    return int(match.group(1)) * 1024
+    """Resident memory of wsecho's processes."""
+    total = 0
+    for each in service_pids(pid):
+        text = Path(f"/proc/{each}/status").read_text()
+        match = re.search(r"^VmRSS:\s+(\d+) kB", text, re.MULTILINE)
+        assert match
+        total += int(match.group(1)) * 1024
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (from /proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of wsecho's processes so far (from /proc/<pid>/stat)."""
+    total = 0.0
+    for each in service_pids(pid):
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _frame(payload: bytes) -> bytes:
@@ -57,7 +77,19 @@ REQUEST = (
 )
 
 
-async def _open_one(port: int, writers: list[asyncio.StreamWriter]) -> None:
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _close_code(reader: asyncio.StreamReader) -> int:
+    """The status code of the server's close frame (the connection is otherwise idle)."""
+    first, second = await reader.readexactly(2)
+    payload = await reader.readexactly(second & 0x7F)
+    if first & 0x0F != 0x8 or len(payload) < 2:
+        return 0
+    return int.from_bytes(payload[:2], "big")
+
+
+async def _open_one(port: int, writers: list[Connection]) -> None:
     """Connect, upgrade, echo one 2017 message; the connection then stays open, idle."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -74,7 +106,7 @@ async def _open_one(port: int, writers: list[asyncio.StreamWriter]) -> None:
     except BaseException:
         writer.close()
         raise
-    writers.append(writer)
+    writers.append((reader, writer))
 
 
 def _outcome(exc: BaseException | None) -> str:
@@ -96,7 +128,7 @@ async def _hold(
     results: multiprocessing.Queue[dict[str, float]],
     stop: multiprocessing.synchronize.Event,
 ) -> None:
-    writers: list[asyncio.StreamWriter] = []
+    writers: list[Connection] = []
     outcomes: dict[str, float] = {}
 
     async def attempt() -> None:
@@ -125,7 +157,21 @@ async def _hold(
     results.put(outcomes)
     while not stop.is_set():
         await asyncio.sleep(0.2)
-    for writer in writers:
+    # The server was sent SIGTERM: every connection should get close 1001.
+    deadline = loop.time() + CLOSE_WAIT
+
+    async def close_code(reader: asyncio.StreamReader) -> str:
+        try:
+            code = await asyncio.wait_for(_close_code(reader), deadline - loop.time())
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            return "no close frame"
+        return f"close {code}"
+
+    codes: dict[str, float] = {}
+    for code in await asyncio.gather(*(close_code(reader) for reader, _ in writers)):
+        codes[code] = codes.get(code, 0) + 1
+    results.put(codes)
+    for _, writer in writers:
         writer.close()
 
 
@@ -145,6 +191,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", default="picows", choices=("picows", "websockets"))
     parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=1, help="wsecho --workers (default 1)")
     parser.add_argument(
         "--connect-rate",
         type=float,
@@ -167,6 +214,8 @@ def main() -> int:
                 "127.0.0.1",
                 "--port",
                 "0",
+                "--workers",
+                str(args.workers),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -208,11 +257,20 @@ def main() -> int:
             check=False,
         ).stdout
         current = re.search(r"^wsecho_connections_current (\d+)", metrics, re.MULTILINE)
+        spread = re.findall(
+            r'^wsecho_worker_connections_current\{worker="(\d+)"\} (\d+)', metrics, re.MULTILINE
+        )
+        signalled = time.monotonic()
+        server.send_signal(signal.SIGTERM)
         stop.set()
+        server.wait(30)
+        exited = time.monotonic() - signalled
+        closes: dict[str, float] = {}
+        for _ in clients:
+            for key, value in results.get(timeout=CLOSE_WAIT + 30).items():
+                closes[key] = closes.get(key, 0) + value
         for proc in clients:
             proc.join(30)
-        server.send_signal(signal.SIGTERM)
-        server.wait(10)
     failed = {key: int(value) for key, value in totals.items() if key != "open"}
     print(
         f"backend={args.backend} connections={current.group(1) if current else '?'} "
@@ -228,6 +286,15 @@ def main() -> int:
     print(
         f"server CPU during the ramp: {server_cpu:.1f} s "
         f"({server_cpu / args.connections * 1e6:.0f} us per connection)"
+    )
+    opened = sum(int(n) for _, n in spread) or 1
+    print(
+        f"workers={args.workers}: "
+        + ", ".join(f"worker {w} {int(n)} ({int(n) / opened:.1%})" for w, n in spread)
+    )
+    print(
+        f"SIGTERM: wsecho exited {server.returncode} after {exited:.2f} s; within "
+        f"{CLOSE_WAIT:g} s: {', '.join(f'{k}: {int(v)}' for k, v in sorted(closes.items()))}"
     )
     return 0
 

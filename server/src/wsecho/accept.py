@@ -29,8 +29,12 @@ ACCEPT_RETRY_DELAY = 1.0
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
-def listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
-    """Non-blocking listening sockets for every address of `host` (as asyncio binds them)."""
+def listening_sockets(
+    host: str, port: int, backlog: int, *, reuse_port: bool = False
+) -> list[socket.socket]:
+    """Non-blocking listening sockets for every address of `host` (as asyncio binds them);
+    with `reuse_port`, other processes' sockets share the port and the kernel spreads new
+    connections over them (SO_REUSEPORT)."""
     infos = socket.getaddrinfo(
         host, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )
@@ -44,6 +48,8 @@ def listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket]
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 # One socket per family, as asyncio does: no IPv4-mapped addresses on this one.
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

@@ -52,7 +52,10 @@ class PicowsServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._running.enter_context(block_aiofastnet())
-        sockets = listening_sockets(self.settings.host, self.settings.port, backlog=BACKLOG)
+        settings = self.settings
+        sockets = listening_sockets(
+            settings.host, settings.port, backlog=BACKLOG, reuse_port=settings.workers > 1
+        )
         self._acceptor = Acceptor(loop, self.lean_type, sockets)
         self._acceptor.start()
 

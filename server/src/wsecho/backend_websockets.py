@@ -114,6 +114,7 @@ class WebsocketsServer:
             server_header=None,
             backlog=4096,
             reuse_address=True,
+            reuse_port=self.settings.workers > 1,  # one socket per worker (wsecho.workers)
         )
 
     @property

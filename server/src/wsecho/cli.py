@@ -23,10 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from wsecho.service import run  # noqa: PLC0415 (keeps `wsecho --help` light)
 
     try:
-        run(settings)
+        return run(settings)
     except OSError as exc:  # typically the port is taken or the address is not ours
         logging.getLogger("wsecho").error(
             "cannot listen on %s:%s: %s", settings.host, settings.port, exc
         )
         return 1
-    return 0

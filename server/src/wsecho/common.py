@@ -32,9 +32,12 @@ class HttpResponse:
 
 def http_endpoint(path: str, metrics: Metrics, run_token: str | None = None) -> HttpResponse | None:
     """The answer to a plain-HTTP path, or None for a WebSocket path. /healthz carries the run
-    token, if there is one, in its RUN_TOKEN_HEADER."""
+    token, if there is one, in its RUN_TOKEN_HEADER; it is 503 when a worker stopped reporting."""
     path = path.split("?", 1)[0]
     if path == HEALTH_PATH:
+        problem = metrics.health_problem()
+        if problem is not None:
+            return HttpResponse(503, "text/plain; charset=utf-8", problem.encode())
         headers = ((RUN_TOKEN_HEADER, run_token),) if run_token is not None else ()
         return HttpResponse(200, "text/plain; charset=utf-8", b"ok", headers)
     if path == METRICS_PATH:
@@ -91,5 +94,6 @@ def describe(settings: Settings) -> str:
     return (
         f"backend={settings.backend} host={settings.host} max_message_size="
         f"{settings.max_message_size} max_connections={settings.max_connections} "
-        f"handshake_timeout={settings.handshake_timeout:g}s run_token={settings.run_token or '-'}"
+        f"handshake_timeout={settings.handshake_timeout:g}s run_token={settings.run_token or '-'} "
+        f"workers={settings.workers}"
     )

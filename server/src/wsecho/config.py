@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from wsecho import __version__
 
 BACKENDS = ("picows", "websockets")
+MAX_WORKERS = 64
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -51,6 +52,8 @@ class Settings:
     log_format: str = "text"
     # Identity of the run this service belongs to, sent with every /healthz answer.
     run_token: str | None = None
+    # Processes serving the port (SO_REUSEPORT), each with its own event loop.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -77,6 +80,8 @@ class Settings:
             raise ConfigError(
                 f"log-format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
             )
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"workers must be between 1 and {MAX_WORKERS}, got {self.workers}")
         if self.run_token is not None and not RUN_TOKEN_RE.fullmatch(self.run_token):
             raise ConfigError(
                 "run-token must be 1-128 characters of A-Z a-z 0-9 . _ ~ + / = -, "
@@ -138,6 +143,12 @@ _OPTIONS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ),
     ("--log-level", "log_level", str, "debug, info (default), warning or error"),
     ("--log-format", "log_format", str, "text (default) or json (one object per line)"),
+    (
+        "--workers",
+        "workers",
+        int,
+        "processes serving the port, each with its own event loop (default 1)",
+    ),
     (
         "--run-token",
         "run_token",

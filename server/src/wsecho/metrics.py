@@ -6,8 +6,10 @@ nanoseconds each); everything else happens when /metrics is scraped.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
+from typing import Protocol
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -26,8 +28,43 @@ def resident_memory_bytes() -> int:
         return peak if os.uname().sysname == "Darwin" else peak * 1024
 
 
+@dataclasses.dataclass(frozen=True)
+class Counters:
+    """One process's counters at one instant (what a worker publishes to the others)."""
+
+    connections_current: int = 0
+    connections_total: int = 0
+    messages_total: int = 0
+    bytes_total: int = 0
+    handshake_failures_total: int = 0
+    rejected_total: int = 0
+    resident_memory_bytes: int = 0
+
+    def __add__(self, other: Counters) -> Counters:
+        return Counters(
+            *(
+                a + b
+                for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)
+            )
+        )
+
+
+class ServiceView(Protocol):
+    """The whole service as one worker sees it (wsecho.workers), for /metrics and /healthz."""
+
+    def workers(self, own: Counters) -> list[Counters]:
+        """Every worker's counters, in worker order; this worker's are `own`."""
+
+    def parent_memory_bytes(self) -> int:
+        """Resident memory of the process that started the workers."""
+
+    def health_problem(self) -> str | None:
+        """Why the service is not healthy (a worker has stopped reporting), or None."""
+
+
 class Metrics:
-    """Service counters; the backends increment the attributes directly."""
+    """One process's counters; the backends increment the attributes directly. `service` is set
+    in a worker of `--workers N`: /metrics and /healthz then answer for every worker."""
 
     __slots__ = (
         "bytes_total",
@@ -36,6 +73,7 @@ class Metrics:
         "handshake_failures_total",
         "messages_total",
         "rejected_total",
+        "service",
     )
 
     def __init__(self) -> None:
@@ -45,50 +83,73 @@ class Metrics:
         self.bytes_total = 0
         self.handshake_failures_total = 0
         self.rejected_total = 0
+        self.service: ServiceView | None = None
+
+    def snapshot(self) -> Counters:
+        return Counters(
+            self.connections_current,
+            self.connections_total,
+            self.messages_total,
+            self.bytes_total,
+            self.handshake_failures_total,
+            self.rejected_total,
+            resident_memory_bytes(),
+        )
+
+    def health_problem(self) -> str | None:
+        """None when the service is healthy, else why not."""
+        return None if self.service is None else self.service.health_problem()
 
     def render(self) -> bytes:
-        """The Prometheus text exposition format (version 0.0.4)."""
-        rows = (
-            (
-                "connections_current",
-                "gauge",
-                "Open WebSocket connections.",
-                self.connections_current,
-            ),
-            (
-                "connections_total",
-                "counter",
-                "WebSocket connections opened.",
-                self.connections_total,
-            ),
-            ("messages_total", "counter", "Messages echoed.", self.messages_total),
-            ("bytes_total", "counter", "Payload bytes echoed.", self.bytes_total),
-            (
-                "handshake_failures_total",
-                "counter",
-                "TCP connections that ended without completing a WebSocket handshake or an HTTP "
-                "request (malformed, timed out or rejected).",
-                self.handshake_failures_total,
-            ),
-            (
-                "connections_rejected_total",
-                "counter",
-                "Handshakes answered with HTTP 503 because --max-connections was reached.",
-                self.rejected_total,
-            ),
-            (
-                "process_resident_memory_bytes",
-                "gauge",
-                "Resident memory of the wsecho process.",
-                resident_memory_bytes(),
-            ),
+        """The service's counters in the Prometheus text format."""
+        own = self.snapshot()
+        if self.service is None:
+            return render(own, [own])
+        workers = self.service.workers(own)
+        total = sum(workers, Counters(resident_memory_bytes=self.service.parent_memory_bytes()))
+        return render(total, workers)
+
+
+def render(total: Counters, workers: list[Counters]) -> bytes:
+    """The Prometheus text exposition format (version 0.0.4) of the service's counters."""
+    rows = (
+        ("connections_current", "gauge", "Open WebSocket connections.", total.connections_current),
+        ("connections_total", "counter", "WebSocket connections opened.", total.connections_total),
+        ("messages_total", "counter", "Messages echoed.", total.messages_total),
+        ("bytes_total", "counter", "Payload bytes echoed.", total.bytes_total),
+        (
+            "handshake_failures_total",
+            "counter",
+            "TCP connections that ended without completing a WebSocket handshake or an HTTP "
+            "request (malformed, timed out or rejected).",
+            total.handshake_failures_total,
+        ),
+        (
+            "connections_rejected_total",
+            "counter",
+            "Handshakes answered with HTTP 503 because --max-connections was reached.",
+            total.rejected_total,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the wsecho processes (every worker, and their parent).",
+            total.resident_memory_bytes,
+        ),
+        ("workers", "gauge", "Worker processes (--workers).", len(workers)),
+    )
+    lines = []
+    for name, kind, help_text, value in rows:
+        lines.append(f"# HELP wsecho_{name} {help_text}")
+        lines.append(f"# TYPE wsecho_{name} {kind}")
+        lines.append(f"wsecho_{name} {value}")
+    lines.append("# HELP wsecho_worker_connections_current Open WebSocket connections per worker.")
+    lines.append("# TYPE wsecho_worker_connections_current gauge")
+    for index, counters in enumerate(workers):
+        lines.append(
+            f'wsecho_worker_connections_current{{worker="{index}"}} {counters.connections_current}'
         )
-        lines = []
-        for name, kind, help_text, value in rows:
-            lines.append(f"# HELP wsecho_{name} {help_text}")
-            lines.append(f"# TYPE wsecho_{name} {kind}")
-            lines.append(f"wsecho_{name} {value}")
-        return ("\n".join(lines) + "\n").encode()
+    return ("\n".join(lines) + "\n").encode()
 
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
