@@ -836,3 +836,34 @@ def test_compare_warns_when_a_difference_is_within_the_noise(tmp_path: Path) -> 
         == 0
     )
     assert "noise" not in (out / "compare.md").read_text().split("## Per target")[1]
+
+
+def test_report_slo_gates_per_target_and_for_all(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Gates for all targets and for one: the table in report.md, slo[] per target, the lines,
+    exit 3 after the report is written; bad gates exit 2 and write nothing."""
+    root = simple_run(tmp_path / "r", {"vm": {"rate": 400}, "ctr": {"rate": 200}})
+    args = ["report", "--no-plots", str(root), "--slo", "failed==0"]
+    assert cli.main([*args, "--slo", "vm:roundtrips_per_s>=900"]) == 3
+    out, err = capsys.readouterr()
+    summary = json.loads((root / "summary.json").read_text())
+    vm, ctr = summary["targets"]["vm"], summary["targets"]["ctr"]
+    assert [(o["expr"], o["passed"]) for o in ctr["slo"]] == [("failed==0", True)]
+    assert [(o["expr"], o["passed"]) for o in vm["slo"]] == [
+        ("failed==0", True),
+        ("roundtrips_per_s>=900", False),
+    ]
+    assert vm["roundtrips_per_s"] < 900  # two workers at 400/s
+    assert f"vm: SLO roundtrips_per_s>=900: {vm['roundtrips_per_s']:g} -> FAIL" in out
+    assert err.strip().endswith("SLO failed: vm: roundtrips_per_s>=900")
+    report = (root / "report.md").read_text()
+    assert "| vm | `roundtrips_per_s>=900` |" in report
+    assert "**FAIL**" in report
+    assert cli.main([*args, "--slo", "vm:roundtrips_per_s>=700"]) == 0
+    capsys.readouterr()
+    (root / "report.md").unlink()
+    assert cli.main([*args, "--slo", "db:failed==0"]) == 2
+    assert "--slo names targets not in this run: db (targets: ctr, vm)" in capsys.readouterr().err
+    assert cli.main([*args, "--slo", "p99<soon"]) == 2
+    assert not (root / "report.md").exists()

@@ -106,9 +106,18 @@ class SummaryRamp(TypedDict):
     window: Literal["planned", "after_ramp"]
 
 
-class RunSummary(TypedDict):
-    """`summary.json` of one `wsswarm run --out` directory."""
+class SloResult(TypedDict):
+    """One SLO gate checked on a result (`slo[]` of summary.json)."""
 
+    expr: str
+    metric: str
+    op: str
+    threshold: float  # in the metric's unit: ms for latency
+    value: float | None  # None: the result has no such figure (no round trip measured)
+    passed: bool
+
+
+class _RunSummaryBase(TypedDict):
     format_version: int
     tool: str
     status: str  # one of EndReason
@@ -131,6 +140,12 @@ class RunSummary(TypedDict):
     roundtrips_total: int
     messages_sent: int
     histogram: str
+
+
+class RunSummary(_RunSummaryBase, total=False):
+    """`summary.json` of one `wsswarm run --out` directory."""
+
+    slo: list[SloResult]  # the --slo gates; [] without any
 
 
 class SampleStart(TypedDict):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wsswarm import __version__
+from wsswarm import __version__, slo
 from wsswarm.formats import FORMAT_VERSION
 from wsswarm.report.load import Problem, load_tree, looks_like_results_root
 from wsswarm.report.merge import REFERENCE_2017, TimeSeries, analyse_target, compare
@@ -25,6 +25,7 @@ from wsswarm.report.render import console_table, csv_text, markdown
 EXIT_OK = 0
 EXIT_NO_DATA = 1
 EXIT_USAGE = 2
+EXIT_SLO = 3
 
 
 class ReportError(Exception):
@@ -100,11 +101,40 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def parse_gates(texts: list[str]) -> list[tuple[str | None, slo.Slo]]:
+    """`[TARGET:]EXPR` of --slo: the gate for one target, or for every target without a name."""
+    gates = []
+    for text in texts:
+        target, sep, expr = text.rpartition(":")
+        try:
+            gates.append((target if sep else None, slo.parse(expr)))
+        except slo.SloError as exc:
+            raise ReportError(str(exc), EXIT_USAGE) from None
+    return gates
+
+
+def check_gates(summary: dict[str, Any], gates: list[tuple[str | None, slo.Slo]]) -> None:
+    """Each target's `slo` list: the gates for all targets, then its own; unknown names fail."""
+    targets = summary["targets"]
+    unknown = sorted({t for t, _ in gates if t is not None and t not in targets})
+    if unknown:
+        raise ReportError(
+            f"--slo names targets not in this run: {', '.join(unknown)} (targets: "
+            f"{', '.join(sorted(targets)) or 'none'})",
+            EXIT_USAGE,
+        )
+    for name, result in targets.items():
+        mine = [gate for target, gate in gates if target in (None, name)]
+        result["slo"] = slo.check_all(mine, result)
+
+
 def write_report(
-    root: Path, out_dir: Path | None = None, plots: bool = True
+    root: Path, out_dir: Path | None = None, plots: bool = True, gates: list[str] | None = None
 ) -> tuple[dict[str, Any], Path]:
     """Write summary.json, summary.csv, the PNGs and report.md; return the summary and its path."""
+    parsed = parse_gates(gates or [])
     summary, series = build_summary(root)
+    check_gates(summary, parsed)
     out = out_dir or root
     out.mkdir(parents=True, exist_ok=True)
     written: list[tuple[str, str]] = []
@@ -140,13 +170,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--out-dir", type=Path, default=None, help="write the report here (default: RESULTS_DIR)"
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument(
+        "--slo",
+        action="append",
+        default=[],
+        metavar="[TARGET:]EXPR",
+        help="a gate on each target's merged result (or on TARGET's), repeatable: p99<100ms, "
+        "failed==0, roundtrips_per_s>=20000; an SLO table in report.md, exit 3 when one fails",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     if args.compare is not None or args.results_dir is None:
         return _main_compare(args)
     try:
-        summary, report = write_report(args.results_dir, args.out_dir, plots=not args.no_plots)
+        summary, report = write_report(
+            args.results_dir, args.out_dir, plots=not args.no_plots, gates=args.slo
+        )
     except ReportError as exc:
         print(f"wsswarm report: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -165,7 +205,16 @@ def main(args: argparse.Namespace) -> int:
     if summary["problems"]:
         count = len(summary["problems"])
         print(f"{count} problem{'s' if count > 1 else ''} in the input files: listed in the report")
+    failed = []
+    for result in results:
+        for outcome in result["slo"]:
+            print(f"{result['target']}: {slo.line(outcome)}")
+            if not outcome["passed"]:
+                failed.append(f"{result['target']}: {outcome['expr']}")
     print(f"report: {report}")
+    if failed:
+        print(f"wsswarm report: SLO failed: {'; '.join(failed)}", file=sys.stderr)
+        return EXIT_SLO
     return EXIT_OK
 
 

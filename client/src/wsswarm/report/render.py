@@ -286,6 +286,19 @@ def markdown(summary: dict[str, Any], plots: list[tuple[str, str]]) -> str:
         "unweighted mean of per-process means, their memory was read by hand from top.\n"
     )
 
+    gated = [(r["target"], o) for r in results for o in r.get("slo") or []]
+    if gated:
+        out.append("## SLO\n")
+        rows = [
+            [
+                target,
+                f"`{o['expr']}`",
+                "-" if o["value"] is None else f"{o['value']:g}",
+                "pass" if o["passed"] else "**FAIL**",
+            ]
+            for target, o in gated
+        ]
+        out.append(md_table(["target", "SLO", "value", "result"], rows))
     out.append("## Side by side\n")
     if summary["comparisons"]:
         for pair in summary["comparisons"]:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wsswarm import limits
+from wsswarm import limits, slo
 from wsswarm.run.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from wsswarm.run.master import Master
 from wsswarm.run.target import probe, resolve
@@ -45,6 +45,13 @@ def _non_negative_float(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be zero or more: {text}")
     return value
+
+
+def _slo_expr(text: str) -> str:
+    try:
+        return slo.parse(text).expr
+    except slo.SloError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -116,6 +123,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "bar", "lines"),
         default="auto",
         help="console: a live bar during the ramp (auto: when stdout is a terminal)",
+    )
+    output.add_argument(
+        "--slo",
+        type=_slo_expr,
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="a gate on the result, repeatable: p99<100ms, p999<=250ms, failed==0, "
+        "roundtrips_per_s>=20000; printed, in summary.json slo[], exit 3 when one fails",
     )
     expert = parser.add_argument_group("expert")
     expert.add_argument(

@@ -13,8 +13,9 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from wsswarm import slo
 from wsswarm.console import Console
-from wsswarm.run.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from wsswarm.run.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SLO
 from wsswarm.run.plan import planned_window, split, window_missed
 from wsswarm.run.summary import summarize, write_atomic
 from wsswarm.run.target import Target
@@ -328,11 +329,15 @@ class Master:
         self.flush_pending()
         self.check_measured()
         summary = summarize(self)
+        gates = [slo.parse(expr) for expr in getattr(args, "slo", None) or []]
+        summary["slo"] = slo.check_all(gates, summary)
         if args.out:
             write_atomic(args.out / "summary.json", summary)
         self.console.final(summary)
+        for outcome in summary["slo"]:
+            self.console.plain(slo.line(outcome))
         if self.status == "completed":
-            return EXIT_OK
+            return EXIT_SLO if any(not o["passed"] for o in summary["slo"]) else EXIT_OK
         if self.status == "interrupted":
             return EXIT_INTERRUPTED
         return EXIT_FAILED
