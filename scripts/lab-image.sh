@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Build the local-lab base images with mmdebstrap (no container registry is needed).
 #
-#   scripts/lab-image.sh [testhost|base|all]
+#   scripts/lab-image.sh [testhost|base|all|cleanroom]
 #
 # echolab/testhost:bookworm  a Debian 12 host with systemd as PID 1: the lab test host and the
 #                            platform of every molecule scenario.
 # echolab/base:bookworm      a minimal Debian 12 with python3: the base of the container target.
+# echolab/cleanroom:bookworm a minimal Debian 12 (not in "all"): the fresh machine of
+#                            scripts/cleanroom.sh.
 #
 # Each image carries a label with the hash of its recipe; an image whose label matches is kept,
 # so running this again is cheap and a changed recipe rebuilds.
@@ -38,5 +40,7 @@ case "$what" in
     base|all)
         build echolab/base:bookworm python3,ca-certificates '["/bin/bash"]' ;;
     testhost) ;;
-    *) echo "usage: $0 [testhost|base|all]" >&2; exit 2 ;;
+    cleanroom)
+        build echolab/cleanroom:bookworm ca-certificates '["/bin/bash"]' ;;
+    *) echo "usage: $0 [testhost|base|all|cleanroom]" >&2; exit 2 ;;
 esac
