@@ -126,7 +126,10 @@ class Worker:
         self._timer: asyncio.TimerHandle | None = None
 
     def attach(self, metrics: Metrics) -> None:
-        """Answer /metrics and /healthz for the service; publish `metrics` from now on."""
+        """Answer /metrics and /healthz for the service; publish `metrics` from now on. Called
+        once the loop handles SIGTERM/SIGINT: a signal that came earlier (blocked since the
+        fork) is delivered now, to the handler, instead of killing the worker."""
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
         metrics.service = WorkerView(self.board, self.index)
         self._metrics = metrics
         self._publish()
@@ -175,7 +178,6 @@ def _reserve(host: str, port: int) -> socket.socket:
 def _worker_main(settings: Settings, open_files: int, worker: Worker) -> int:
     from wsecho.service import run_loop, serve  # noqa: PLC0415 (service imports this module)
 
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     try:
         run_loop(serve(settings, open_files, worker))
     except OSError as exc:
