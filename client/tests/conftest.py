@@ -71,11 +71,18 @@ class Server:
 
 
 class Wsecho(Server):
-    def messages_total(self) -> int:
+    def metric(self, name: str) -> int:
         for line in self.http_get("/metrics").splitlines():
-            if line.startswith("wsecho_messages_total "):
+            if line.startswith(f"wsecho_{name} "):
                 return int(float(line.split()[1]))
-        raise AssertionError("wsecho_messages_total missing from /metrics")
+        raise AssertionError(f"wsecho_{name} missing from /metrics")
+
+    def messages_total(self) -> int:
+        return self.metric("messages_total")
+
+    def connections_total(self) -> int:
+        """WebSocket connections opened since wsecho started (/healthz requests not counted)."""
+        return self.metric("connections_total")
 
 
 class FaultServer(Server):
@@ -89,6 +96,19 @@ def wsecho(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wsecho]:
     log = tmp_path_factory.mktemp("wsecho") / "wsecho.log"
     argv = [sys.executable, "-m", "wsecho", "--backend", "picows", "--host", "127.0.0.1"]
     server = Wsecho([*argv, "--port", "0"], _WSECHO_PORT, log)
+    yield server
+    server.stop()
+
+
+RUN_TOKEN = "echolab-test.run-1"
+
+
+@pytest.fixture(scope="module")
+def wsecho_with_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wsecho]:
+    """wsecho started with --run-token RUN_TOKEN, as the kit deploys it for a run."""
+    log = tmp_path_factory.mktemp("wsecho") / "wsecho.log"
+    argv = [sys.executable, "-m", "wsecho", "--backend", "picows", "--host", "127.0.0.1"]
+    server = Wsecho([*argv, "--port", "0", "--run-token", RUN_TOKEN], _WSECHO_PORT, log)
     yield server
     server.stop()
 

@@ -1,6 +1,7 @@
 """A deliberately misbehaving WebSocket server for the wsswarm tests (run as a subprocess).
 
-    python faultserver.py [--accept-limit N]      prints "PORT <n>" and serves on 127.0.0.1
+    python faultserver.py [--accept-limit N] [--health-token T]
+                                                  prints "PORT <n>" and serves on 127.0.0.1
 
 It is a real, minimal RFC 6455 server written on raw asyncio so that it can break the protocol
 on purpose. The request path picks the behaviour of every `every`-th connection on that path
@@ -8,6 +9,7 @@ on purpose. The request path picks the behaviour of every `every`-th connection 
 
     echo            echo every text frame (the control path)
     503             answer the upgrade with HTTP 503
+    404             answer the upgrade with HTTP 404 (a web server that is not the target)
     hang            accept TCP, never answer the upgrade (client: timeout)
     reset           answer nothing, close with SO_LINGER 0 (RST) (client: reset)
     close1001       upgrade, then answer the first message with a close frame 1001
@@ -23,7 +25,10 @@ on purpose. The request path picks the behaviour of every `every`-th connection 
 close1001, drop, wrong (then again); the odd ones echo.
 
 `--accept-limit N` closes the listening socket after N connections: later connects are refused.
-`GET /stats` answers JSON: upgrades (epoch times of upgrade requests), messages echoed,
+`GET /healthz` answers 200 "ok" with the header `Echolab-Run-Token: T` given `--health-token T`
+(as wsecho --run-token does), and 404 without it.
+`GET /stats` answers JSON: health (count of /healthz requests), upgrades (epoch times of upgrade
+requests, /healthz and /stats excluded), messages echoed,
 messages swallowed, and closes: {"<status code of each close frame received>": count} ("none"
 for an empty close).
 """
@@ -44,11 +49,18 @@ from collections import Counter
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 LATE_UPGRADE_S = 1.5
 MIX = ("503", "hang", "reset", "close1001", "drop", "wrong")
+# Faults that answer the upgrade with plain HTTP: status line, body.
+HTTP_REFUSALS = {
+    "503": (b"503 Service Unavailable", b""),
+    "404": (b"404 Not Found", b"Not Found"),
+}
 
 
 class State:
-    def __init__(self, accept_limit: int | None) -> None:
+    def __init__(self, accept_limit: int | None, health_token: str | None) -> None:
         self.accept_limit = accept_limit
+        self.health_token = health_token
+        self.health = 0
         self.accepted = 0
         self.upgrades: list[float] = []
         self.messages = 0
@@ -101,9 +113,24 @@ class Conn(asyncio.Protocol):
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
+        if path == "/healthz":
+            self.state.health += 1
+            token = self.state.health_token
+            if token is None:
+                self.transport.write(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+            else:
+                self.transport.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n"
+                    b"Echolab-Run-Token: %s\r\nConnection: close\r\n\r\nok" % token.encode()
+                )
+            self.transport.close()
+            return
         if path == "/stats":
             body = json.dumps(
                 {
+                    "health": self.state.health,
                     "upgrades": self.state.upgrades,
                     "messages": self.state.messages,
                     "swallowed": self.state.swallowed,
@@ -131,10 +158,11 @@ class Conn(asyncio.Protocol):
                 self.fault = kind
         if self.fault == "hang":
             return
-        if self.fault == "503":
+        if self.fault in HTTP_REFUSALS:
+            status, body = HTTP_REFUSALS[self.fault]
             self.transport.write(
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                b"Connection: close\r\n\r\n"
+                b"HTTP/1.1 %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                % (status, len(body), body)
             )
             self.transport.close()
             return
@@ -227,8 +255,8 @@ class Conn(asyncio.Protocol):
             self.transport.write(frame(0x1, bytes(payload)))
 
 
-async def serve(accept_limit: int | None) -> None:
-    state = State(accept_limit)
+async def serve(accept_limit: int | None, health_token: str | None) -> None:
+    state = State(accept_limit, health_token)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Conn(state), "127.0.0.1", 0, backlog=1024)
     state.server = server
@@ -241,9 +269,10 @@ async def serve(accept_limit: int | None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--accept-limit", type=int, default=None)
+    parser.add_argument("--health-token", default=None)
     args = parser.parse_args()
     try:
-        asyncio.run(serve(args.accept_limit))
+        asyncio.run(serve(args.accept_limit, args.health_token))
     except KeyboardInterrupt:
         sys.exit(0)
 

@@ -187,11 +187,12 @@ def test_unreachable_target_fails_at_once(wsswarm: Callable[..., RunResult]) -> 
 def test_all_attempts_failing_ends_the_run(
     fault_server: Callable[..., FaultServer], wsswarm: Callable[..., RunResult]
 ) -> None:
-    """Every handshake rejected: the run stops early with exit 1 and a summary saying why."""
+    """Every handshake rejected (the probe skipped): the run stops early with exit 1 and a
+    summary saying why."""
     server = fault_server()
     result = wsswarm(
         "--url", server.url("/fault/503/1"), "--processes", "1", "--connections", "1000",
-        "--connect-rate", "200", "--warmup", "0", "--duration", "1",
+        "--connect-rate", "200", "--warmup", "0", "--duration", "1", "--no-probe",
     )  # fmt: skip
     assert result.returncode == 1
     assert "no connection could be opened" in result.stderr
@@ -337,6 +338,16 @@ def test_interrupt_keeps_what_was_measured(wsecho: Wsecho, tmp_path: Path) -> No
         (["--url", "ws://127.0.0.1:1/", "--start-at", "1000"], "in the past"),
         (["--url", "ws://no-such-host.invalid:80/"], "cannot resolve"),
         (["--url", "ws://127.0.0.1:1/", "--source-address", "nope"], "not an IP address"),
+        (["--url", "ws://127.0.0.1:1/", "--source-address", "127.0.0.1,x"], "not an IP address"),
+        (
+            ["--url", "ws://127.0.0.1:1/", "--source-address", "127.0.0.2,127.0.0.2"],
+            "an address twice",
+        ),
+        # TEST-NET-1: not an address of this host (bound, never connected: nothing is sent).
+        (["--url", "ws://127.0.0.1:1/", "--source-address", "192.0.2.7"], "not an address of"),
+        (["--url", "ws://127.0.0.1:1/", "--source-address", "::1"], "cannot bind"),
+        (["--url", "ws://127.0.0.1:1/", "--run-token", "a b"], "1-128 characters"),
+        (["--url", "ws://127.0.0.1:1/", "--run-token", ""], "1-128 characters"),
     ],
 )
 def test_bad_input_is_refused_in_one_line(

@@ -117,3 +117,73 @@ def test_listen_queue_overflow_is_a_timeout(wsswarm: Callable[..., RunResult]) -
     summary = result.summary
     assert summary["errors"] == {"timeout": 6}
     assert summary["connections"]["failed"] == 6
+
+
+def test_source_addresses_multiply_the_local_ports(
+    tmp_path: Path, in_private_netns: Callable[[Path], subprocess.CompletedProcess[str]]
+) -> None:
+    """A private network namespace with 1,000 local ports and two wsecho (ports 8080, 8081).
+
+    2,500 connections from one source address to 8080: the preflight refuses them with the
+    arithmetic; forced with --limits warn, the connections beyond the ports fail as
+    addr_not_available. From 127.0.0.1, 127.0.0.2 and 127.0.0.3 in turn (both ways of giving
+    them) to 8081, all 2,500 open: each address has its own ports for the 4-tuple. (Another
+    server port for the second run: the first run's 4-tuples may still be in TIME_WAIT.)
+    """
+    python = sys.executable
+    run = (
+        f"{python} -m wsswarm run --processes 2 --connections 2500 --connect-rate 500 "
+        "--warmup 0 --duration 1 --connect-timeout 5"
+    )
+    script = tmp_path / "inner.sh"
+    script.write_text(
+        "set -e\n"
+        "ip link set lo up\n"
+        "ip addr add 127.0.0.2/8 dev lo\n"
+        "ip addr add 127.0.0.3/8 dev lo\n"
+        "sysctl -q -w net.ipv4.ip_local_port_range='40000 40999'\n"
+        "for port in 8080 8081; do\n"
+        f"  {python} -m wsecho --backend picows --host 127.0.0.1 --port $port "
+        f"> {tmp_path}/wsecho$port.log 2>&1 &\n"
+        f"  for i in $(seq 200); do grep -q 'serving on port' {tmp_path}/wsecho$port.log && "
+        "break; sleep 0.05; done\n"
+        "done\n"
+        "set +e\n"
+        f"{run} --url ws://127.0.0.1:8080/ --source-address 127.0.0.1 "
+        f"> {tmp_path}/refused.log 2>&1\n"
+        f"echo $? > {tmp_path}/refused.rc\n"
+        f"{run} --url ws://127.0.0.1:8080/ --source-address 127.0.0.1 --limits warn "
+        f"--out {tmp_path}/one > {tmp_path}/one.log 2>&1\n"
+        f"echo $? > {tmp_path}/one.rc\n"
+        f"{run} --url ws://127.0.0.1:8081/ --source-address 127.0.0.1,127.0.0.2 "
+        f"--source-address 127.0.0.3 --out {tmp_path}/three > {tmp_path}/three.log 2>&1\n"
+        f"echo $? > {tmp_path}/three.rc\n"
+        # By pid: `jobs -p` of a non-interactive sh lists nothing.
+        "kill $(pgrep -P $$ -f wsecho) 2>/dev/null || true\n"
+    )
+    in_private_netns(script)
+
+    def outcome(name: str) -> tuple[str, str]:
+        return (tmp_path / f"{name}.rc").read_text().strip(), (tmp_path / f"{name}.log").read_text()
+
+    rc, log = outcome("refused")
+    assert rc == "2", log
+    assert "need 2500 local ports from one source address" in log
+    assert "(40000-40999) gives 1000" in log
+    assert "give --source-address 3 addresses or more" in log
+
+    rc, log = outcome("one")
+    assert rc == "0", log
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    failed = one["connections"]["failed"]
+    assert set(one["errors"]) == {"addr_not_available"}, one["errors"]
+    assert one["errors"]["addr_not_available"] == failed
+    assert 1500 <= failed < 2500
+    assert one["connections"]["open"] == 2500 - failed
+
+    rc, log = outcome("three")
+    assert rc == "0", log
+    three = json.loads((tmp_path / "three" / "summary.json").read_text())
+    assert three["errors"] == {}, log
+    assert three["connections"] == {"attempted": 2500, "open": 2500, "failed": 0, "dropped": 0}
+    assert three["params"]["source_address"] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]

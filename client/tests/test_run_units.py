@@ -156,11 +156,11 @@ def test_port_range_check_says_what_to_change(tmp_path: Path) -> None:
     """More connections than local ports: the message names the sysctl."""
     path = tmp_path / "range"
     path.write_text("32768\t60999\n")
-    assert limits.check_port_range(28_232, path) == []
-    problems = limits.check_port_range(30_000, path)
+    assert limits.check_port_range(28_232, path=path) == []
+    problems = limits.check_port_range(30_000, path=path)
     assert len(problems) == 1
     assert "net.ipv4.ip_local_port_range" in problems[0]
-    assert limits.check_port_range(30_000, tmp_path / "missing") == []
+    assert limits.check_port_range(30_000, path=tmp_path / "missing") == []
 
 
 def test_connections_are_split_evenly() -> None:

@@ -8,12 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from wsswarm.wsclient import ClientProtocol, upgrade_request
 
 P = TypeVar("P", bound=ClientProtocol)
+
+# Linux: bind() takes the address only; the port is picked by connect() for the whole 4-tuple,
+# so one source address serves a full port range per destination (not one range in total).
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def client_socket(family: int, source_address: str | None) -> socket.socket:
+    """A non-blocking TCP socket, bound to `source_address` (port chosen at connect) if given."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if source_address is not None:
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((source_address, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class Deadline:
@@ -66,7 +84,6 @@ async def connect(
     sock: socket.socket | None = None,
     address: tuple[Any, ...] | None = None,
     family: int = 0,
-    local_addr: tuple[str, int] | None = None,
 ) -> P:
     """Open a WebSocket; the protocol object once the upgrade has succeeded.
 
@@ -89,7 +106,7 @@ async def connect(
             assert address is not None
             with Deadline(loop, timeout):
                 transport, _ = await loop.create_connection(
-                    lambda: conn, address[0], address[1], family=family, local_addr=local_addr
+                    lambda: conn, address[0], address[1], family=family
                 )
         with Deadline(loop, timeout):
             await waiter
@@ -174,7 +191,8 @@ class Dialer:
         timeout: float,
         address: tuple[Any, ...],
         family: int = 0,
-        local_addr: tuple[str, int] | None = None,
+        source_addresses: Sequence[str] = (),
+        first_source: int = 0,
     ) -> None:
         self.loop = loop
         self.on_done = on_done
@@ -183,7 +201,9 @@ class Dialer:
         self.timeout = timeout
         self.address = address
         self.family = family
-        self.local_addr = local_addr
+        # Attempts take the source addresses in turn, from the one at `first_source`.
+        self.source_addresses = tuple(source_addresses)
+        self.next_source = first_source
         self.connecting: dict[Attempt, None] = {}
         self.upgrading: dict[Attempt, None] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -197,17 +217,31 @@ class Dialer:
         attempt = Attempt(self, conn)
         request, accept = upgrade_request(self.host, self.path)
         conn.upgrade = (request, accept, attempt)
-        host, port = self.address[0], self.address[1]
-        task = self.loop.create_task(
-            self.loop.create_connection(
-                attempt, host, port, family=self.family, local_addr=self.local_addr
+        if self.source_addresses:
+            source = self.source_addresses[self.next_source % len(self.source_addresses)]
+            self.next_source += 1
+            task = self.loop.create_task(self._connect_from(attempt, source))
+        else:
+            host, port = self.address[0], self.address[1]
+            task = self.loop.create_task(
+                self.loop.create_connection(attempt, host, port, family=self.family)
             )
-        )
         attempt.task = task
         task.add_done_callback(attempt.connected)
         self.connecting[attempt] = None
         if self._timer is None:
             self._timer = self.loop.call_later(self.SWEEP_S, self._sweep)
+
+    async def _connect_from(self, attempt: Attempt, source: str) -> tuple[Any, Any]:
+        """The TCP connect from `source` (a socket of ours: the loop cannot set the bind
+        option), then the transport over it."""
+        sock = client_socket(self.family, source)
+        try:
+            await self.loop.sock_connect(sock, self.address)
+        except BaseException:
+            sock.close()
+            raise
+        return await self.loop.create_connection(attempt, sock=sock)
 
     def connected(self, attempt: Attempt, task: asyncio.Task[Any]) -> None:
         """create_connection ended (its Task's done callback)."""

@@ -14,6 +14,8 @@ __all__ = ["classify", "close_kind", "describe", "sendable_close_code"]
 REFUSED = "refused"
 TIMEOUT = "timeout"
 RESET = "reset"
+# No local port left for the 4-tuple (connect, EADDRNOTAVAIL; bind without
+# IP_BIND_ADDRESS_NO_PORT, EADDRINUSE), or a source address this host does not have.
 ADDR_NOT_AVAILABLE = "addr_not_available"
 TOO_MANY_OPEN_FILES = "too_many_open_files"
 HANDSHAKE_INVALID = "handshake_invalid"  # not HTTP, or a 101 that is not a valid WS upgrade
@@ -46,7 +48,7 @@ def classify(exc: BaseException) -> str:
         return UNREACHABLE
     if isinstance(exc, OSError):
         code = exc.errno
-        if code == errno.EADDRNOTAVAIL:
+        if code in (errno.EADDRNOTAVAIL, errno.EADDRINUSE):
             return ADDR_NOT_AVAILABLE
         if code in (errno.EMFILE, errno.ENFILE):
             return TOO_MANY_OPEN_FILES

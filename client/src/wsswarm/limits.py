@@ -43,18 +43,29 @@ def check_open_files(connections: int, processes: int) -> tuple[list[str], list[
     ], notes
 
 
-def check_port_range(connections: int, path: Path = PORT_RANGE_FILE) -> list[str]:
-    """All connections go from one source address to one ip:port: each needs its own port."""
+def check_port_range(
+    connections: int, source_addresses: int = 1, path: Path = PORT_RANGE_FILE
+) -> list[str]:
+    """The connections go to one ip:port from `source_addresses` addresses in turn: each
+    connection needs a local port of its address, and each address has the whole range (its
+    sockets are bound with IP_BIND_ADDRESS_NO_PORT, so ports are per 4-tuple)."""
     port_range = local_port_range(path)
     if port_range is None:
         return []
     low, high = port_range
     available = high - low + 1
-    if connections <= available:
+    per_address = math.ceil(connections / source_addresses)
+    if per_address <= available:
         return []
+    needed = math.ceil(connections / available)
+    where = (
+        "one source address"
+        if source_addresses == 1
+        else f"each of {source_addresses} source addresses"
+    )
     return [
-        f"{connections} connections to one ip:port need {connections} local ports, but "
-        f"net.ipv4.ip_local_port_range ({low}-{high}) gives {available}: widen it "
-        "(sysctl -w net.ipv4.ip_local_port_range='1024 65535') or spread the connections "
-        "over more client hosts"
+        f"{connections} connections to one ip:port need {per_address} local ports from {where}, "
+        f"but net.ipv4.ip_local_port_range ({low}-{high}) gives {available}: widen it "
+        "(sysctl -w net.ipv4.ip_local_port_range='1024 65535'), give --source-address "
+        f"{needed} addresses or more, or spread the connections over more client hosts"
     ]

@@ -69,7 +69,7 @@ class WorkerConfig:
     label: str
     host: str
     params: dict[str, Any] = field(default_factory=dict)
-    source_address: str | None = None
+    source_addresses: tuple[str, ...] = ()  # taken in turn, from the one at `index`
     rlimit_nofile: int | None = None
     drain_timeout: float = 2.0
 
@@ -130,7 +130,8 @@ class Worker:
             timeout=cfg.connect_timeout,
             address=cfg.address,
             family=cfg.family,
-            local_addr=(cfg.source_address, 0) if cfg.source_address else None,
+            source_addresses=cfg.source_addresses,
+            first_source=cfg.index,
         )
         self.ramp_launched = False
         self.ramp_done_at: float | None = None

@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import math
+import re
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from wsswarm import limits, slo
-from wsswarm.run.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from wsswarm import dialer, limits, slo
+from wsswarm.run.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_WRONG_TARGET, UsageError
 from wsswarm.run.master import Master
-from wsswarm.run.target import probe, resolve
+from wsswarm.run.target import RUN_TOKEN_HEADER, check_run_token, probe, resolve
+
+RUN_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~+/=-]{1,128}")
 
 
 def _positive_int(text: str) -> int:
@@ -35,6 +38,24 @@ def _positive_float(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number: {text}")
     return value
+
+
+def _address_list(text: str) -> list[str]:
+    """One address or a comma-separated list of them."""
+    addresses = [part.strip() for part in text.split(",")]
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an IP address: {address!r}") from None
+    return addresses
+
+
+def _run_token(text: str) -> str:
+    """As wsecho --run-token accepts it: it travels in an HTTP header as it is."""
+    if not RUN_TOKEN_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: 1-128 characters of A-Z a-z 0-9 . _ ~ + / = -")
+    return text
 
 
 def _non_negative_float(text: str) -> float:
@@ -59,6 +80,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     target = parser.add_argument_group("target")
     target.add_argument("--url", required=True, help="ws://HOST:PORT/PATH of the echo server")
     target.add_argument("--label", default="", help="free text stored in every file (target name)")
+    target.add_argument(
+        "--run-token",
+        type=_run_token,
+        default=None,
+        metavar="TOKEN",
+        help="send load only if the target's /healthz carries this run token in its "
+        f"{RUN_TOKEN_HEADER} header (wsecho --run-token); else exit {EXIT_WRONG_TARGET}",
+    )
     load = parser.add_argument_group("load")
     load.add_argument("--processes", type=_positive_int, default=5, help="worker processes (5)")
     load.add_argument(
@@ -135,7 +164,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     expert = parser.add_argument_group("expert")
     expert.add_argument(
-        "--source-address", default=None, help="bind the client sockets to this local address"
+        "--source-address",
+        type=_address_list,
+        action="extend",
+        default=[],
+        metavar="IP[,IP...]",
+        help="bind the client sockets to these local addresses, taken in turn (repeatable); "
+        "each gives a full local port range per destination",
+    )
+    expert.add_argument(
+        "--limits",
+        choices=("enforce", "warn"),
+        default="enforce",
+        help="enforce: refuse a run that the open-file limit or the local ports cannot hold "
+        "(exit 2); warn: say so and run anyway (to provoke EMFILE or EADDRNOTAVAIL on purpose)",
     )
     expert.add_argument(
         "--rlimit-nofile",
@@ -146,7 +188,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     expert.add_argument(
         "--no-probe",
         action="store_true",
-        help="skip the single test connection made before the workers start",
+        help="skip the test connection made before the workers start (not the --run-token check)",
     )
 
 
@@ -172,24 +214,38 @@ def validate(args: argparse.Namespace) -> None:
                 f"--measure-at {args.measure_at}: must be a whole number of seconds at or after "
                 f"--start-at {args.start_at} (ticks are on whole seconds from it)"
             )
-    if args.source_address is not None:
+    if len(set(args.source_address)) != len(args.source_address):
+        raise UsageError(f"--source-address {','.join(args.source_address)}: an address twice")
+
+
+def check_source_addresses(addresses: list[str], family: int) -> None:
+    """Each source address must be one of this host's, of the target's family (bound, not
+    connected: nothing is sent)."""
+    for address in addresses:
         try:
-            ipaddress.ip_address(args.source_address)
-        except ValueError:
-            raise UsageError(f"--source-address {args.source_address}: not an IP address") from None
+            dialer.client_socket(family, address).close()
+        except OSError as exc:
+            raise UsageError(
+                f"--source-address {address}: cannot bind to it for the target's address family "
+                f"({exc.strerror or exc}): not an address of this host?"
+            ) from None
 
 
 def main(args: argparse.Namespace) -> int:
     try:
         validate(args)
         target = resolve(args.url)
+        check_source_addresses(args.source_address, target.family)
         problems: list[str] = []
         nofile_problems, notes = limits.check_open_files(args.connections, args.processes)
         if args.rlimit_nofile is not None:
             notes.extend(nofile_problems)  # deliberate low limit: the user asked for EMFILE
         else:
             problems.extend(nofile_problems)
-        problems.extend(limits.check_port_range(args.connections))
+        problems.extend(limits.check_port_range(args.connections, max(len(args.source_address), 1)))
+        if args.limits == "warn":
+            notes.extend(f"limits (warn only): {problem}" for problem in problems)
+            problems = []
         if problems:
             for problem in problems:
                 print(f"wsswarm run: limits: {problem}", file=sys.stderr)
@@ -199,11 +255,16 @@ def main(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"wsswarm run: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not args.no_probe:
-        fatal = probe(target, args.connect_timeout, args.source_address)
-        if fatal:
-            print(f"wsswarm run: {fatal}", file=sys.stderr)
-            return EXIT_FAILED
+    # Before any load: the target must be this run's (token), and speak WebSocket (probe).
+    first_source = args.source_address[0] if args.source_address else None
+    refusal = None
+    if args.run_token is not None:
+        refusal = check_run_token(target, args.run_token, args.connect_timeout, first_source)
+    if refusal is None and not args.no_probe:
+        refusal = probe(target, args.connect_timeout, first_source)
+    if refusal is not None:
+        print(f"wsswarm run: {refusal.message}", file=sys.stderr)
+        return refusal.exit_code
     master = Master(args, target)
 
     def on_signal(signum: int, _frame: Any) -> None:

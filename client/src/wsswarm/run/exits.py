@@ -6,6 +6,10 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_SLO = 3
+# --run-token given, and the target's /healthz does not carry it: no load sent.
+EXIT_WRONG_TARGET = 4
+# The test connection was answered by something other than a WebSocket upgrade: no worker started.
+EXIT_NOT_WEBSOCKET = 5
 EXIT_INTERRUPTED = 130
 
 

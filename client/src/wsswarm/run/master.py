@@ -94,7 +94,7 @@ class Master:
                 label=args.label,
                 host=self.host,
                 params=self.params,
-                source_address=args.source_address,
+                source_addresses=tuple(args.source_address),
                 rlimit_nofile=args.rlimit_nofile,
                 drain_timeout=min(2.0, args.connect_timeout),
             )
