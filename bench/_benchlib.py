@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -57,6 +57,15 @@ def check_machine() -> None:
     os.sched_setaffinity(0, {CLIENT_CPU})
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def begin(nice: int) -> datetime.datetime:
+    """Start a benchmark's run: SIGTERM unwinds like Ctrl-C, the niceness is set, the machine is
+    printed; the start time (UTC)."""
+    install_sigterm()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    print(f"machine: {machine_line()}; {set_nice(nice)}", flush=True)
+    return started
 
 
 def set_nice(nice: int) -> str:
@@ -215,6 +224,24 @@ def server_command(name: str, port: int) -> tuple[list[str], dict[str, str] | No
     backend = name.removeprefix("wsecho-")
     cmd = [venv_bin("wsecho"), "--backend", backend, "--host", "127.0.0.1", "--port", str(port)]
     return [*cmd, "--log-level", "warning"], None
+
+
+@contextlib.contextmanager
+def serving(name: str, out: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Echo server `name` (see `server_command`) on CPU 0 and a free port, listening; (process,
+    port). Its output goes to `out`/server.log; it is stopped at the end, and a server that died
+    while the body ran is an error."""
+    port = free_port()
+    cmd, env = server_command(name, port)
+    log = out / "server.log"
+    server = start(cmd, SERVER_CPU, log, env)
+    try:
+        wait_listening(port, server, log)
+        yield server, port
+        if server.poll() is not None:
+            raise BenchError(f"{name} died during the run (exit {server.returncode}): {tail(log)}")
+    finally:
+        stop(server)
 
 
 def wait_listening(

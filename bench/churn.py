@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import base64
 import collections
-import datetime
 import hashlib
 import json
 import os
@@ -33,16 +32,10 @@ from _benchlib import (
     DEFAULT_NICE,
     SERVER_CPU,
     BenchError,
+    begin,
     check_machine,
-    free_port,
-    install_sigterm,
-    machine_line,
-    server_command,
-    set_nice,
-    start,
-    stop,
+    serving,
     table,
-    wait_listening,
 )
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -197,21 +190,12 @@ def churn(
     rate: float,
     backend: str = "picows",
 ) -> ChurnResult:
-    port = free_port()
-    cmd, env = server_command(f"wsecho-{backend}", port)
-    log = work / "wsecho.log"
-    server = start(cmd, SERVER_CPU, log, env)
-    try:
-        wait_listening(port, server, log)
+    with serving(f"wsecho-{backend}", work) as (server, port):
         proc = psutil.Process(server.pid)
         warmup = asyncio.run(run_cycles(port, warmup_cycles, concurrency, rate))
         before = settle(proc)
         measured = asyncio.run(run_cycles(port, cycles, concurrency, rate))
         after = settle(proc)
-        if server.poll() is not None:
-            raise BenchError(f"wsecho died during the churn (exit {server.returncode})")
-    finally:
-        stop(server)
     return ChurnResult(warmup, measured, before, after)
 
 
@@ -253,9 +237,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     check_machine()
     args = parse_args(argv)
-    install_sigterm()
-    started = datetime.datetime.now(datetime.timezone.utc)
-    print(f"machine: {machine_line()}; {set_nice(args.nice)}", flush=True)
+    started = begin(args.nice)
     print(
         f"wsecho ({args.backend}) on CPU {SERVER_CPU}, churn client on CPU {CLIENT_CPU}: "
         f"{args.warmup_cycles:,} + {args.cycles:,} cycles, at most {args.concurrency} at once "

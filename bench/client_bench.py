@@ -11,7 +11,6 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 from dataclasses import dataclass
@@ -29,21 +28,15 @@ from _benchlib import (
     Node2017Driver,
     TreeSampler,
     WsswarmDriver,
+    begin,
     check_machine,
     ensure_node_ws,
-    free_port,
-    install_sigterm,
-    machine_line,
     parse_int_list,
     ratio,
     run_driver,
     run_matrix,
-    server_command,
-    set_nice,
-    start,
-    stop,
+    serving,
     table,
-    wait_listening,
 )
 
 CLIENTS = ("node-2017", "wsswarm")
@@ -91,14 +84,9 @@ def measure(client: str, load: Load, server_name: str, work: Path) -> Row:
     row = Row(client, load.connections)
     out = work / f"{client}-{load.connections}"
     out.mkdir(parents=True)
-    port = free_port()
-    load.url = f"ws://127.0.0.1:{port}/"
     try:
-        cmd, env = server_command(server_name, port)
-        log = out / "server.log"
-        server = start(cmd, SERVER_CPU, log, env)
-        try:
-            wait_listening(port, server, log)
+        with serving(server_name, out) as (server, port):
+            load.url = f"ws://127.0.0.1:{port}/"
             if client == "wsswarm":
                 result, sampler, (srv,) = run_driver(
                     WsswarmDriver(), load, out, samplers_for=[server.pid], interval=0.05
@@ -117,14 +105,10 @@ def measure(client: str, load: Load, server_name: str, work: Path) -> Row:
                 rss = result.raw["worker_rss_bytes"]
                 if result.open:
                     row.per_conn = (rss["end"] - rss["before"]) / result.open
-            if server.poll() is not None:
-                raise BenchError(f"server died during the run (exit {server.returncode})")
-            t0, t1 = result.measure_started, result.measure_ended
-            row.load = result
-            row.client_cpu, row.client_rss, _ = sampler.window(t0, t1)
-            row.server_cpu, _, _ = srv.window(t0, t1)
-        finally:
-            stop(server)
+        t0, t1 = result.measure_started, result.measure_ended
+        row.load = result
+        row.client_cpu, row.client_rss, _ = sampler.window(t0, t1)
+        row.server_cpu, _, _ = srv.window(t0, t1)
     except BenchError as exc:
         row.error = str(exc)
     return row
@@ -233,10 +217,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     check_machine()
     args = parse_args(argv)
-    install_sigterm()
-    started = datetime.datetime.now(datetime.timezone.utc)
-    nice = set_nice(args.nice)
-    print(f"machine: {machine_line()}; {nice}", flush=True)
+    started = begin(args.nice)
     print(
         f"server: {args.server} on CPU {SERVER_CPU}; clients (one process/worker each) on CPU "
         f"{CLIENT_CPU}; node ws@{NODE_WS_VERSION}; warm-up {args.warmup:g} s, measured "

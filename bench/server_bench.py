@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import math
 import sys
 from dataclasses import dataclass
@@ -30,22 +29,16 @@ from _benchlib import (
     Load,
     LoadResult,
     Matrix,
+    begin,
     check_machine,
     ensure_node_ws,
     fd_limit,
-    free_port,
-    install_sigterm,
-    machine_line,
     parse_int_list,
     ratio,
     run_driver,
     run_matrix,
-    server_command,
-    set_nice,
-    start,
-    stop,
+    serving,
     table,
-    wait_listening,
     wsswarm_available,
 )
 
@@ -89,14 +82,9 @@ def measure(name: str, load: Load, driver_name: str, work: Path) -> Row:
     row = Row(name, driver_name, load.connections)
     out = work / f"{driver_name}-{name}-{load.connections}"
     out.mkdir(parents=True)
-    port = free_port()
-    load.url = f"ws://127.0.0.1:{port}/"
     try:
-        cmd, env = server_command(name, port)
-        log = out / "server.log"
-        server = start(cmd, SERVER_CPU, log, env)
-        try:
-            wait_listening(port, server, log)
+        with serving(name, out) as (server, port):
+            load.url = f"ws://127.0.0.1:{port}/"
             with contextlib.suppress(psutil.Error):
                 row.server_rss_idle = psutil.Process(server.pid).memory_info().rss
             driver = DRIVERS[driver_name]()
@@ -104,14 +92,10 @@ def measure(name: str, load: Load, driver_name: str, work: Path) -> Row:
             result, client, (srv,) = run_driver(
                 driver, load, out, samplers_for=[server.pid], env=client_env
             )
-            if server.poll() is not None:
-                raise BenchError(f"server died during the run (exit {server.returncode})")
-            t0, t1 = result.measure_started, result.measure_ended
-            row.load = result
-            row.server_cpu, row.server_rss, _ = srv.window(t0, t1)
-            row.client_cpu, _, _ = client.window(t0, t1)
-        finally:
-            stop(server)
+        t0, t1 = result.measure_started, result.measure_ended
+        row.load = result
+        row.server_cpu, row.server_rss, _ = srv.window(t0, t1)
+        row.client_cpu, _, _ = client.window(t0, t1)
     except BenchError as exc:
         row.error = str(exc)
     return row
@@ -245,10 +229,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     check_machine()
     args = parse_args(argv)
-    install_sigterm()
-    started = datetime.datetime.now(datetime.timezone.utc)
-    nice = set_nice(args.nice)
-    print(f"machine: {machine_line()}; {nice}", flush=True)
+    started = begin(args.nice)
     print(
         f"clients: {', '.join(args.clients)} ({args.client_processes} process(es) or worker(s)) "
         f"on CPU {CLIENT_CPU}, "

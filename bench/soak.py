@@ -12,7 +12,6 @@ ramp and warm-up). See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import shutil
 import statistics
@@ -29,18 +28,12 @@ from _benchlib import (
     Load,
     TreeSampler,
     WsswarmDriver,
+    begin,
     check_machine,
     fd_limit,
-    free_port,
-    install_sigterm,
-    machine_line,
     run_driver,
-    server_command,
-    set_nice,
-    start,
-    stop,
+    serving,
     table,
-    wait_listening,
 )
 
 
@@ -111,21 +104,12 @@ def soak(
     backend: str = "picows",
 ) -> SoakResult:
     """Run one soak against wsecho (`backend`); wsecho and the client are stopped at the end."""
-    port = free_port()
-    cmd, env = server_command(f"wsecho-{backend}", port)
-    log = work / "wsecho.log"
-    server = start(cmd, SERVER_CPU, log, env)
-    try:
-        wait_listening(port, server, log)
+    with serving(f"wsecho-{backend}", work) as (server, port):
         url = f"ws://127.0.0.1:{port}/"
         load = Load(url, connections, connect_rate, 3.0, minutes * 60, processes)
         result, client, (srv,) = run_driver(
             WsswarmDriver(), load, work, samplers_for=[server.pid], interval=1.0
         )
-        if server.poll() is not None:
-            raise BenchError(f"wsecho died during the soak (exit {server.returncode})")
-    finally:
-        stop(server)
     t0 = result.measure_started
     a, b = t0 + from_minute * 60, result.measure_ended
     half = min(10.0, (b - a) / 10)
@@ -198,9 +182,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     check_machine()
     args = parse_args(argv)
-    install_sigterm()
-    started = datetime.datetime.now(datetime.timezone.utc)
-    print(f"machine: {machine_line()}; {set_nice(args.nice)}", flush=True)
+    started = begin(args.nice)
     print(
         f"wsecho ({args.backend}) on CPU {SERVER_CPU}, wsswarm ({args.processes} workers) on CPU "
         f"{CLIENT_CPU}: {args.connections:,} connections for {args.minutes:g} min",
