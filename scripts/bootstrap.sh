@@ -22,10 +22,12 @@ apt_packages=(
                        # qemu process; vm/kvm-probe.sh when the controller hosts the VM target
     e2fsprogs          # mkfs.ext4 -d, for guest disk images
     util-linux         # unshare (client tests in a private network namespace), prlimit
-                       # (server/tests/test_accept.py: wsecho at 40 open files)
-    iproute2           # ip, inside those network namespaces (client/tests/test_run.py)
+                       # (server/tests/test_accept.py: wsecho at 40 open files), taskset (bench/)
+    iproute2           # ip: network namespaces and veths (tests/test_roles_netns.py,
+                       # client/tests/test_run.py)
     procps             # sysctl, inside those network namespaces (a narrow local port range)
-    python3-venv python3-dev gcc make   # .venv, and wheels built from source (scripts/build-wheelhouse.sh)
+    gcc                # the C ceiling server (bench/tests/test_ceiling.py), wheels built from source
+    python3-venv python3-dev make       # .venv, `make test`
     git                # the run manifest's commit (roles/run_manifest), scripts/cleanroom.sh's clone
     curl               # server/tools/rss_probe.py reads wsecho's /metrics
     ca-certificates    # https to PyPI and npm
@@ -38,8 +40,9 @@ done
 # node.js and npm: any install will do (a NodeSource nodejs bundles npm and conflicts with
 # Debian's npm package), so look for the commands rather than for Debian's packages.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    # npm packs the node.js baseline's `ws` tarball (roles/wheelhouse: the container target's
-    # molecule scenario and the end-to-end test); node runs the 2017 peers in benchmarks.
+    # The node.js baseline: server/tests/test_node_baseline.py runs it with `ws` from npm;
+    # roles/wheelhouse npm-packs `ws` for the container target (its molecule scenario, the
+    # end-to-end test); the benchmarks run the 2017 peers.
     missing+=(nodejs npm)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
