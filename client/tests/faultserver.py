@@ -25,6 +25,9 @@ on purpose. The request path picks the behaviour of every `every`-th connection 
 close1001, drop, wrong (then again); the odd ones echo.
 
 `--accept-limit N` closes the listening socket after N connections: later connects are refused.
+`--accept-delay S` listens with a backlog of 0 and accepts nothing until S seconds after the
+first connection arrived: the connects after the first wait for the kernel's SYN (or SYN-ACK)
+retransmits (1 s, 3 s, ...) past S.
 `GET /healthz` answers 200 "ok" with the header `Echolab-Run-Token: T` given `--health-token T`
 (as wsecho --run-token does), and 404 without it.
 `GET /stats` answers JSON: health (count of /healthz requests), upgrades (epoch times of upgrade
@@ -255,9 +258,24 @@ class Conn(asyncio.Protocol):
             self.transport.write(frame(0x1, bytes(payload)))
 
 
-async def serve(accept_limit: int | None, health_token: str | None) -> None:
+async def serve(accept_limit: int | None, health_token: str | None, accept_delay: float) -> None:
     state = State(accept_limit, health_token)
     loop = asyncio.get_running_loop()
+    if accept_delay:
+        # Backlog 0: one connection completes in the kernel, the SYNs of the others are dropped
+        # (the client retransmits after 1 s, then 3 s, ...) until we start accepting.
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(0)
+        print(f"PORT {sock.getsockname()[1]}", flush=True)
+        pending = loop.create_future()  # the listening socket is readable: a connection waits
+        loop.add_reader(sock.fileno(), lambda: pending.done() or pending.set_result(None))
+        await pending
+        loop.remove_reader(sock.fileno())
+        await asyncio.sleep(accept_delay)
+        state.server = await loop.create_server(lambda: Conn(state), sock=sock, backlog=1024)
+        await asyncio.sleep(600)
+        return
     server = await loop.create_server(lambda: Conn(state), "127.0.0.1", 0, backlog=1024)
     state.server = server
     port = server.sockets[0].getsockname()[1]
@@ -270,9 +288,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--accept-limit", type=int, default=None)
     parser.add_argument("--health-token", default=None)
+    parser.add_argument("--accept-delay", type=float, default=0.0)
     args = parser.parse_args()
     try:
-        asyncio.run(serve(args.accept_limit, args.health_token))
+        asyncio.run(serve(args.accept_limit, args.health_token, args.accept_delay))
     except KeyboardInterrupt:
         sys.exit(0)
 

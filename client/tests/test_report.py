@@ -606,6 +606,8 @@ def test_real_runs_of_two_hosts_merge_exactly(
     )
     assert per_conn["total_bytes"] == per_conn["process_bytes"] + per_conn["kernel_bytes"]
     assert echo["roundtrips_per_s_cv"] is not None
+    for key in ("connect_ms", "upgrade_ms"):
+        assert 0 < echo[key]["p50"] <= echo[key]["p99"] <= echo[key]["max"]
     assert (
         list(echo["server"]["components"]) == [f"wsecho[{server.pid}]"]
         or list(echo["server"]["components"]) == [f"python3[{server.pid}]"]
@@ -867,3 +869,30 @@ def test_report_slo_gates_per_target_and_for_all(
     assert "--slo names targets not in this run: db (targets: ctr, vm)" in capsys.readouterr().err
     assert cli.main([*args, "--slo", "p99<soon"]) == 2
     assert not (root / "report.md").exists()
+
+
+def test_connect_and_upgrade_latency_merge_exactly_across_hosts(tmp_path: Path) -> None:
+    """connect_ms/upgrade_ms of the report are the percentiles of one histogram of all the
+    ramp's connects of both hosts, whatever tick or host they were in."""
+    rng = random.Random(7)
+    every: dict[str, list[int]] = {"connect": [], "upgrade": []}
+    for host in ("client1", "client2"):
+        workers = []
+        for seed in (1, 2):
+            ticks, _ = make_worker(seed)
+            for t in ticks[:2]:  # the ramp's ticks
+                for phase in every:
+                    values = [rng.randint(100, 50_000) for _ in range(5)]
+                    every[phase] += values
+                    hist = latency.new_histogram()
+                    latency.record_bulk(hist, values)
+                    t[f"{phase}_histogram"] = latency.encode(hist)
+            workers.append(ticks)
+        write_host(tmp_path / "ctr" / host, workers, connections=20)
+    ctr = build_summary(tmp_path)[0]["targets"]["ctr"]
+    for phase, values in every.items():
+        truth = latency.new_histogram()
+        latency.record_bulk(truth, values)
+        expected = report_hist.summary_ms(truth, None)
+        assert ctr[f"{phase}_ms"] == expected
+        assert len(values) == 40

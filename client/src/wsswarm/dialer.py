@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable, Sequence
+from time import perf_counter_ns
 from typing import Any, TypeVar
 
 from wsswarm.wsclient import ClientProtocol, upgrade_request
@@ -127,13 +128,15 @@ CONNECTING, UPGRADING, SUCCEEDED, FAILED = 0, 1, 2, 3
 class Attempt:
     """One connection attempt of a Dialer: the protocol factory, and the upgrade's waiter."""
 
-    __slots__ = ("conn", "dialer", "since", "state", "task")
+    __slots__ = ("conn", "dialer", "since", "started_ns", "state", "task", "written")
 
     def __init__(self, dialer: Dialer, conn: ClientProtocol) -> None:
         self.dialer = dialer
         self.conn: ClientProtocol | None = conn  # None once finished: the attempt holds nothing
         self.state = CONNECTING
         self.since = dialer.loop.time()  # start of the current phase (its deadline's origin)
+        self.started_ns = perf_counter_ns()  # dial, then the request written: for durations
+        self.written = False
         self.task: asyncio.Task[Any] | None = None  # uvloop's create_connection, until it ends
 
     def __call__(self) -> ClientProtocol:
@@ -146,6 +149,13 @@ class Attempt:
         self.dialer.connected(self, task)
 
     # ---- Waiter: what the protocol calls --------------------------------------------------
+
+    def request_written(self) -> None:
+        """The TCP connect is done and the upgrade request written (`connection_made`)."""
+        now_ns = perf_counter_ns()
+        self.dialer.connect_us.append((now_ns - self.started_ns) // 1000)
+        self.started_ns = now_ns
+        self.written = True
 
     def done(self) -> bool:
         return self.state >= SUCCEEDED
@@ -171,6 +181,10 @@ class Dialer:
     checked by one timer every `SWEEP_S`: attempts sit in two insertion-ordered dicts (one per
     phase, oldest first, all with the same timeout), so the check stops at the first attempt
     not yet due, and an attempt that ends leaves its dict at once.
+
+    Durations are kept in µs for the owner to take (`take_timings`): `connect_us`, dial to the
+    TCP connection made (the protocol's `connection_made`, which writes the request), and
+    `upgrade_us`, from then to the 101 handled (successful upgrades only).
 
     Timeouts are those of `connect`: the TCP connect, then the upgrade, each within `timeout`
     (up to `SWEEP_S` later). `on_done(conn, exc)` reports every attempt exactly once: exc None
@@ -207,6 +221,14 @@ class Dialer:
         self.connecting: dict[Attempt, None] = {}
         self.upgrading: dict[Attempt, None] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self.connect_us: list[int] = []
+        self.upgrade_us: list[int] = []
+
+    def take_timings(self) -> tuple[list[int], list[int]]:
+        """The connect and upgrade durations (µs) recorded since the last call."""
+        taken = self.connect_us, self.upgrade_us
+        self.connect_us, self.upgrade_us = [], []
+        return taken
 
     @property
     def in_flight(self) -> int:
@@ -266,6 +288,8 @@ class Dialer:
     def finish(self, attempt: Attempt, exc: BaseException | None) -> None:
         if attempt.state >= SUCCEEDED:
             return
+        if exc is None and attempt.written:
+            self.upgrade_us.append((perf_counter_ns() - attempt.started_ns) // 1000)
         self._forget(attempt)
         conn = attempt.conn
         assert conn is not None

@@ -51,9 +51,7 @@ class WorkerStart(_WorkerStartBase, total=False):
     rss_bytes: int  # absent in files written before 2026-11-27
 
 
-class Tick(TypedDict):
-    """One line of `worker-N.jsonl` per second (also sent to the master over the pipe)."""
-
+class _TickBase(TypedDict):
     type: Literal["tick"]
     t: float
     phase: str  # one of Phase
@@ -68,6 +66,13 @@ class Tick(TypedDict):
     cpu_percent: float
     rss_bytes: int
     histogram: str
+
+
+class Tick(_TickBase, total=False):
+    """One line of `worker-N.jsonl` per second (also sent to the master over the pipe)."""
+
+    connect_histogram: str  # durations (µs) of the connects that succeeded in this tick
+    upgrade_histogram: str  # durations (µs) of the upgrades that succeeded in this tick
 
 
 class RampTimes(TypedDict):
@@ -145,6 +150,8 @@ class _RunSummaryBase(TypedDict):
 class RunSummary(_RunSummaryBase, total=False):
     """`summary.json` of one `wsswarm run --out` directory."""
 
+    connect_ms: LatencyMs | None  # dial to TCP connected, all successful attempts of the run
+    upgrade_ms: LatencyMs | None  # TCP connected (request written) to the 101 handled
     slo: list[SloResult]  # the --slo gates; [] without any
 
 

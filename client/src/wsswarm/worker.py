@@ -103,6 +103,7 @@ class Worker:
         # One histogram for all ticks, emptied after each: allocated once, before the start
         # record (~0.8 MB with its encoder's buffer), not once a second.
         self.hist = latency.new_histogram()
+        self.timing_hist: Any | None = None  # connect/upgrade durations, see timing_histogram
         # What the folds of the current tick added to `hist`.
         self.tick_rt = 0
         self.tick_lat_sum_us = 0
@@ -349,7 +350,21 @@ class Worker:
             "histogram": latency.encode(hist),
         }
         latency.clear(hist, touched)
+        connect_us, upgrade_us = self.dialer.take_timings()
+        if connect_us:
+            record["connect_histogram"] = self.timing_histogram(connect_us)
+        if upgrade_us:
+            record["upgrade_histogram"] = self.timing_histogram(upgrade_us)
         return record
+
+    def timing_histogram(self, values_us: list[int]) -> str:
+        """Connect or upgrade durations of one tick, encoded (ticks of the ramp only)."""
+        if self.timing_hist is None:
+            self.timing_hist = latency.new_histogram()  # first used in the ramp, kept after
+        touched = latency.record_bulk(self.timing_hist, values_us)
+        encoded = latency.encode(self.timing_hist)
+        latency.clear(self.timing_hist, touched)
+        return encoded
 
     def rss(self) -> int:
         return int(os.pread(self.statm_fd, 128, 0).split()[1]) * self.page_size

@@ -185,6 +185,9 @@ class ClientProtocol(asyncio.Protocol):
         self.transport = cast("asyncio.Transport", transport)
         assert self.upgrade is not None
         self.transport.write(self.upgrade[0])
+        written = getattr(self.upgrade[2], "request_written", None)  # a Dialer's attempt
+        if written is not None:
+            written()
 
     def data_received(self, data: bytes) -> None:
         self.receive(data)

@@ -99,6 +99,8 @@ _TICK_OPTIONAL = {
     ),
     "latency_ms": (lambda v: v is None or isinstance(v, dict), "an object or null"),
     "histogram": (lambda v: isinstance(v, str), "a string"),
+    "connect_histogram": (lambda v: isinstance(v, str), "a string"),
+    "upgrade_histogram": (lambda v: isinstance(v, str), "a string"),
 }
 _SAMPLE_FIELDS = {
     "t": (_number, "a number"),

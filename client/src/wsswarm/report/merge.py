@@ -44,6 +44,9 @@ class TimeSeries:
     server_rss_mb: dict[int, float] = field(default_factory=dict)
     window: tuple[float, float] | None = None  # measured window, seconds since t0
     distribution: list[tuple[float, float]] = field(default_factory=list)  # (percentile, ms)
+    # (percentile, ms) of the TCP connects and of the upgrades of the whole run.
+    connect_distribution: list[tuple[float, float]] = field(default_factory=list)
+    upgrade_distribution: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -144,6 +147,7 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
     hist, selected = _merge_roundtrips(workers, common, hists, result, warnings)
     result["roundtrips_per_s_cv"] = _roundtrips_cv(workers, common, warnings)
     _merge_connections(target, workers, common, selected, result=result, warnings=warnings)
+    dial_hists = _merge_dial_latency(workers, problems, result)
     _merge_client(target, workers, hists, result, warnings)
     result["server"] = _server_figures(target, common, warnings)
     result["memory_per_connection"] = _memory_per_connection(result)
@@ -151,6 +155,8 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
     series = TimeSeries()
     _fill_series(series, target, workers, common, hists)
     series.distribution = _distribution(hist)
+    series.connect_distribution = _distribution(dial_hists["connect"])
+    series.upgrade_distribution = _distribution(dial_hists["upgrade"])
     result["warnings"] = warnings
     return result, series
 
@@ -372,6 +378,34 @@ def _merge_connections(
     mismatches = errors.get("echo_mismatch", 0)
     if mismatches:
         warnings.append(f"{mismatches} echoes did not match the message sent")
+
+
+def _merge_dial_latency(
+    workers: list[_Worker], problems: list[Problem], result: dict[str, Any]
+) -> dict[str, Any]:
+    """`connect_ms` and `upgrade_ms`: every tick of every phase (connects happen in the ramp),
+    summed like the round-trip histograms. Returns the merged histograms."""
+    merged = {"connect": latency.new_histogram(), "upgrade": latency.new_histogram()}
+    for worker in workers:
+        for tick in worker.series.records:
+            for phase, hist in merged.items():
+                encoded = tick.get(f"{phase}_histogram")
+                if encoded is None:
+                    continue
+                try:
+                    hist.add(latency.decode(encoded))
+                except Exception as exc:  # hdrh raises binascii, zlib, struct and value errors
+                    problems.append(
+                        Problem(
+                            worker.series.path,
+                            tick["_line"],
+                            f"{phase}_histogram does not decode ({type(exc).__name__}): "
+                            f"not in {phase}_ms",
+                        )
+                    )
+    for phase, hist in merged.items():
+        result[f"{phase}_ms"] = summary_ms(hist, None) if hist.get_total_count() else None
+    return merged
 
 
 def _merge_client(

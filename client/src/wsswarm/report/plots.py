@@ -14,6 +14,7 @@ PLOTS = [
     ("roundtrips.png", "Round-trips per second"),
     ("latency.png", "Latency"),
     ("connections.png", "Open connections"),
+    ("connect-latency.png", "Connect and upgrade latency"),
     ("server-cpu.png", "Server CPU"),
     ("server-memory.png", "Server memory"),
 ]
@@ -77,6 +78,7 @@ def write_plots(out_dir: Path, series: dict[str, TimeSeries]) -> list[tuple[str,
     )
     _latency_plot(plt, out_dir, series, color_of, written)
     time_plot("connections.png", "Open connections", "open connections", lambda ts: ts.open)
+    _dial_plot(plt, out_dir, series, color_of, written)
     time_plot("server-cpu.png", "Server CPU", "% of one core", lambda ts: ts.server_cpu)
     time_plot("server-memory.png", "Server memory", "MB", lambda ts: ts.server_rss_mb)
     order = [name for name, _ in PLOTS]
@@ -134,4 +136,46 @@ def _latency_plot(
         bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
         fig.savefig(out_dir / "latency.png")
         written.append(("Latency", "latency.png"))
+    plt.close(fig)
+
+
+def _nines(distribution: list[tuple[float, float]]) -> list[float]:
+    """x in "nines": 0 for p0, 1 for p90, 2 for p99, 3 for p99.9 ... and max at 5."""
+    return [-math.log10(1 - p / 100) if p < 100 else 5.0 for p, _ in distribution]
+
+
+def _dial_plot(
+    plt: Any,
+    out_dir: Path,
+    series: dict[str, TimeSeries],
+    color_of: dict[str, Any],
+    written: list[tuple[str, str]],
+) -> None:
+    """Distribution of the TCP connect (solid) and upgrade (dashed) times of the whole run."""
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    fig.subplots_adjust(left=0.09, right=0.8, top=0.91, bottom=0.12)
+    drawn = False
+    for target, ts in series.items():
+        for points, style, what in (
+            (ts.connect_distribution, "-", "connect"),
+            (ts.upgrade_distribution, "--", "upgrade"),
+        ):
+            if points:
+                ax.plot(
+                    _nines(points),
+                    [v for _, v in points],
+                    linestyle=style,
+                    marker="o",
+                    markersize=3,
+                    color=color_of[target],
+                    label=f"{target} {what}",
+                )
+                drawn = True
+    if drawn:
+        ax.set_title("Connect (solid) and upgrade (dashed) latency, all connections of the run")
+        ax.set_xticks([0, 1, 2, 3, 4, 5], ["p0", "p90", "p99", "p99.9", "p99.99", "max"])
+        _log_ms_axis(ax)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+        fig.savefig(out_dir / "connect-latency.png")
+        written.append(("Connect and upgrade latency", "connect-latency.png"))
     plt.close(fig)

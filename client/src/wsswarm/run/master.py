@@ -65,6 +65,8 @@ class Master:
         self.pending_ticks: dict[int, dict[int, dict[str, Any]]] = {}
         self.compat_rt = 0
         self.compat_latencies: list[float] = []
+        # Encoded connect and upgrade histograms of every tick (all phases), for the summary.
+        self.dial_histograms: dict[str, list[str]] = {"connect": [], "upgrade": []}
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -213,6 +215,9 @@ class Master:
 
     def on_tick(self, worker: WorkerState, record: dict[str, Any]) -> None:
         worker.last_tick = record
+        for phase, encoded in self.dial_histograms.items():
+            if f"{phase}_histogram" in record:
+                encoded.append(record[f"{phase}_histogram"])
         if record["phase"] == "measure":
             worker.measure_ticks.append(record)
             worker.cpu_measure.append(record["cpu_percent"])

@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wsswarm import __version__, latency
-from wsswarm.formats import CLIENT_BOUND_PERCENT, FORMAT_VERSION, RunSummary, sustained_cpu
+from wsswarm.formats import (
+    CLIENT_BOUND_PERCENT,
+    FORMAT_VERSION,
+    LatencyMs,
+    RunSummary,
+    sustained_cpu,
+)
 from wsswarm.run.plan import COMPAT_STEP_S
 
 if TYPE_CHECKING:
@@ -59,6 +65,7 @@ def summarize(master: Master) -> RunSummary:
         ramp_attempts = sum(r["attempted"] for r in ramps)
         achieved = round(ramp_attempts / (max(lasts) - master.t0 + step), 3)
     ends = [w.end for w in master.workers if w.end]
+    dial_ms = {phase: merged_ms(encoded) for phase, encoded in master.dial_histograms.items()}
     return {
         "format_version": FORMAT_VERSION,
         "tool": f"wsswarm {__version__}",
@@ -101,7 +108,17 @@ def summarize(master: Master) -> RunSummary:
         "roundtrips_total": sum(e.get("roundtrips_total", 0) for e in ends),
         "messages_sent": sum(e.get("sent_total", 0) for e in ends),
         "histogram": latency.encode(hist),
+        "connect_ms": dial_ms["connect"],
+        "upgrade_ms": dial_ms["upgrade"],
     }
+
+
+def merged_ms(encoded: list[str]) -> LatencyMs | None:
+    """Percentiles (ms) of the sum of encoded histograms; None when there is none."""
+    hist = latency.new_histogram()
+    for text in encoded:
+        hist.add(latency.decode(text))
+    return latency.summarize_ms(hist)
 
 
 def write_atomic(path: Path, data: Mapping[str, Any]) -> None:
