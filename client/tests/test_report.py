@@ -896,3 +896,13 @@ def test_connect_and_upgrade_latency_merge_exactly_across_hosts(tmp_path: Path) 
         expected = report_hist.summary_ms(truth, None)
         assert ctr[f"{phase}_ms"] == expected
         assert len(values) == 40
+    summary, report = write_report(tmp_path)
+    assert "connect-latency.png" in summary["plots"]
+    assert (tmp_path / "connect-latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"| {report_hist_p99(ctr)} |" in report.read_text()
+
+
+def report_hist_p99(result: dict[str, Any]) -> str:
+    """The connect p99 cell as the report's table shows it."""
+    p99 = result["connect_ms"]["p99"]
+    return f"{p99:.1f}" if p99 >= 10 else f"{p99:.2f}"

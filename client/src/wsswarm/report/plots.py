@@ -115,10 +115,8 @@ def _latency_plot(
             _mark_window(top, ts, color)
             drawn = True
         if ts.distribution:
-            # x in "nines": 0 for p0, 1 for p90, 2 for p99, 3 for p99.9 ... and max at 5.
-            xs = [-math.log10(1 - p / 100) if p < 100 else 5.0 for p, _ in ts.distribution]
             bottom.plot(
-                xs,
+                _nines(ts.distribution),
                 [v for _, v in ts.distribution],
                 marker="o",
                 markersize=3,
@@ -130,10 +128,7 @@ def _latency_plot(
         top.set_xlabel("seconds since the start of the target's ramp")
         _log_ms_axis(top)
         top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
-        bottom.set_title("Latency distribution over the measured window")
-        bottom.set_xticks([0, 1, 2, 3, 4, 5], ["p0", "p90", "p99", "p99.9", "p99.99", "max"])
-        _log_ms_axis(bottom)
-        bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+        _nines_axis(bottom, "Latency distribution over the measured window")
         fig.savefig(out_dir / "latency.png")
         written.append(("Latency", "latency.png"))
     plt.close(fig)
@@ -142,6 +137,14 @@ def _latency_plot(
 def _nines(distribution: list[tuple[float, float]]) -> list[float]:
     """x in "nines": 0 for p0, 1 for p90, 2 for p99, 3 for p99.9 ... and max at 5."""
     return [-math.log10(1 - p / 100) if p < 100 else 5.0 for p, _ in distribution]
+
+
+def _nines_axis(ax: Any, title: str) -> None:
+    """A percentile axis in nines (p0 ... max) against log ms, its legend beside it."""
+    ax.set_title(title)
+    ax.set_xticks([0, 1, 2, 3, 4, 5], ["p0", "p90", "p99", "p99.9", "p99.99", "max"])
+    _log_ms_axis(ax)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
 
 
 def _dial_plot(
@@ -172,10 +175,7 @@ def _dial_plot(
                 )
                 drawn = True
     if drawn:
-        ax.set_title("Connect (solid) and upgrade (dashed) latency, all connections of the run")
-        ax.set_xticks([0, 1, 2, 3, 4, 5], ["p0", "p90", "p99", "p99.9", "p99.99", "max"])
-        _log_ms_axis(ax)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+        _nines_axis(ax, "Connect (solid) and upgrade (dashed) latency, all connections of the run")
         fig.savefig(out_dir / "connect-latency.png")
         written.append(("Connect and upgrade latency", "connect-latency.png"))
     plt.close(fig)
