@@ -206,16 +206,6 @@ def supervise(settings: Settings, open_files: int, loop_name: str) -> int:
     ready_r, ready_w = os.pipe()
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     workers: dict[int, int] = {}  # pid -> index
-    for index in range(count):
-        pid = os.fork()
-        if pid == 0:
-            os.close(ready_r)
-            reservation.close()
-            code = _worker_main(worker_settings, open_files, Worker(board, index, ready_w))
-            logging.shutdown()
-            os._exit(code)
-        workers[pid] = index
-    os.close(ready_w)
     failed = False
     ready = 0
     started = time.monotonic()
@@ -228,6 +218,23 @@ def supervise(settings: Settings, open_files: int, loop_name: str) -> int:
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signo)
+
+    for index in range(count):
+        try:
+            pid = os.fork()
+        except OSError as exc:  # e.g. out of memory or processes: stop the ones started
+            log.error("cannot start worker %d: %s", index, exc)
+            failed = True
+            stop()
+            break
+        if pid == 0:
+            os.close(ready_r)
+            reservation.close()
+            code = _worker_main(worker_settings, open_files, Worker(board, index, ready_w))
+            logging.shutdown()
+            os._exit(code)
+        workers[pid] = index
+    os.close(ready_w)
 
     while workers:
         waiting = ready < count and stopping_since is None
