@@ -17,20 +17,34 @@ BEFORE = "/var/lib/echolab/host_tuning/before.json"
 
 
 @pytest.mark.parametrize(
-    ("key", "value"),
+    ("key", "wanted"),
     [
-        ("net.core.somaxconn", "20000"),  # prepare.yml set it above the kit's 10000: kept
+        ("net.core.somaxconn", "10000"),  # prepare.yml set 20000: kept
         ("net.ipv4.tcp_max_syn_backlog", "10000"),
-        ("net.ipv4.ip_local_port_range", "1024 65535"),
-        ("net.ipv4.tcp_tw_reuse", "1"),
         ("net.ipv4.tcp_rmem", "4096 131072 16777216"),
         ("net.ipv4.tcp_wmem", "4096 16384 16777216"),
     ],
 )
-def test_netns_sysctl_in_force(host, key: str, value: str) -> None:
-    """The container's own network-namespace keys carry the planned values, never lower."""
-    out = host.check_output(f"sysctl -n {key}")
-    assert out.split() == value.split()
+def test_netns_limits_raised_never_lowered(host, key: str, wanted: str) -> None:
+    """Each of the container's own limits is the larger of the value found (before.json) and the
+    kit's, field by field: raised where the host had less, kept where it had more."""
+    found = json.loads(host.file(BEFORE).content_string)["sysctl"][key].split()
+    expected = [str(max(int(f), int(w))) for f, w in zip(found, wanted.split(), strict=True)]
+    assert host.check_output(f"sysctl -n {key}").split() == expected
+
+
+def test_somaxconn_above_the_kit_is_kept(host) -> None:
+    """prepare.yml gave the host somaxconn 20000, above the kit's 10000: still 20000."""
+    assert host.check_output("sysctl -n net.core.somaxconn") == "20000"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("net.ipv4.ip_local_port_range", "1024 65535"), ("net.ipv4.tcp_tw_reuse", "1")],
+)
+def test_client_settings_in_force(host, key: str, value: str) -> None:
+    """The client host's port range is widened and tcp_tw_reuse set."""
+    assert host.check_output(f"sysctl -n {key}").split() == value.split()
 
 
 def test_host_global_keys_left_alone(host) -> None:
