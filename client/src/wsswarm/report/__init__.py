@@ -19,8 +19,10 @@ from typing import Any
 from wsswarm import __version__, slo
 from wsswarm.formats import FORMAT_VERSION
 from wsswarm.report.load import Problem, load_tree, looks_like_results_root
-from wsswarm.report.merge import REFERENCE_2017, TimeSeries, analyse_target, compare
+from wsswarm.report.merge import analyse_target
 from wsswarm.report.render import console_table, csv_text, markdown
+from wsswarm.report.series import TimeSeries
+from wsswarm.report.side_by_side import REFERENCE_2017, compare
 
 EXIT_OK = 0
 EXIT_NO_DATA = 1

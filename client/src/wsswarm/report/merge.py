@@ -9,137 +9,41 @@ exact and does not depend on how workers are grouped into hosts:
   HdrHistogram sum of those ticks' histograms (exact percentiles), the mean is weighted by round
   trips, and the rate is round trips / window length.
 The per-host `summary.json` files are cross-checked against the ticks, not trusted blindly.
+The steps are here; the records' view is in `ticks`, the sampler's in `server`, the plots'
+series in `series`, the pairs of targets in `side_by_side`.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import Any
 
 from wsswarm import latency
 from wsswarm.formats import CLIENT_BOUND_PERCENT, sustained_cpu
-from wsswarm.report.hist import summary_ms, values_at_percentiles
-from wsswarm.report.load import HostDir, Problem, Series, TargetDir
+from wsswarm.report.hist import summary_ms
+from wsswarm.report.load import HostDir, Problem, TargetDir
+from wsswarm.report.series import TimeSeries, distribution, fill_series
+from wsswarm.report.server import memory_per_connection, server_figures, server_path_warnings
+from wsswarm.report.ticks import (
+    Histograms,
+    Worker,
+    add_counts,
+    host_params,
+    in_window,
+    latency_ms,
+    mid,
+)
 
 # Hosts whose measured windows start further apart than this were not started together.
 WINDOW_SKEW_WARN_S = 1.5
 # Per-second round trips that vary more than this (stdev / mean) over the window: not steady.
 ROUNDTRIPS_CV_WARN = 0.15
-# Percentiles of the latency distribution plot (the classic HdrHistogram "nines" axis).
-DISTRIBUTION_PERCENTILES = [0.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0]
-
-
-@dataclass
-class TimeSeries:
-    """Per-second series of one target (seconds since the start of its ramp), for the plots."""
-
-    t0: float | None = None
-    roundtrips_per_s: dict[int, float] = field(default_factory=dict)
-    open: dict[int, float] = field(default_factory=dict)
-    p50_ms: dict[int, float] = field(default_factory=dict)
-    p99_ms: dict[int, float] = field(default_factory=dict)
-    server_cpu: dict[int, float] = field(default_factory=dict)
-    server_rss_mb: dict[int, float] = field(default_factory=dict)
-    window: tuple[float, float] | None = None  # measured window, seconds since t0
-    distribution: list[tuple[float, float]] = field(default_factory=list)  # (percentile, ms)
-    # (percentile, ms) of the TCP connects and of the upgrades of the whole run.
-    connect_distribution: list[tuple[float, float]] = field(default_factory=list)
-    upgrade_distribution: list[tuple[float, float]] = field(default_factory=list)
-
-
-@dataclass
-class _Worker:
-    key: str  # "<host>/worker-<n>"
-    host: str
-    series: Series
-    measure: list[dict[str, Any]]
-
-    @property
-    def window(self) -> tuple[float, float] | None:
-        if not self.measure:
-            return None
-        first, last = self.measure[0], self.measure[-1]
-        return first["t"] - first["interval_s"], last["t"]
-
-
-def _mid(tick: dict[str, Any]) -> float:
-    return float(tick["t"] - tick["interval_s"] / 2)
-
-
-def _add_counts(total: dict[str, int], counts: dict[str, int]) -> None:
-    for kind, count in counts.items():
-        total[kind] = total.get(kind, 0) + count
-
-
-class _Histograms:
-    """Decodes tick histograms once each, naming the ones that do not decode."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        self.cache: dict[int, Any] = {}
-
-    def get(self, series: Series, tick: dict[str, Any]) -> Any | None:
-        key = id(tick)
-        if key not in self.cache:
-            hist = None
-            encoded = tick.get("histogram")
-            if encoded is None:
-                if tick["roundtrips"]:
-                    self.problems.append(
-                        Problem(
-                            series.path,
-                            tick["_line"],
-                            f"tick without histogram: latency of {tick['roundtrips']} round "
-                            "trips not in the percentiles",
-                        )
-                    )
-            else:
-                try:
-                    hist = latency.decode(encoded)
-                except Exception as exc:  # hdrh raises binascii, zlib, struct and value errors
-                    self.problems.append(
-                        Problem(
-                            series.path,
-                            tick["_line"],
-                            f"histogram does not decode ({type(exc).__name__}): latency of "
-                            f"{tick['roundtrips']} round trips not in the percentiles",
-                        )
-                    )
-            self.cache[key] = hist
-        return self.cache[key]
-
-
-def _host_params(host: HostDir) -> dict[str, Any]:
-    if host.summary and isinstance(host.summary.get("params"), dict):
-        return dict(host.summary["params"])
-    for worker in host.workers:
-        if worker.start and isinstance(worker.start.get("params"), dict):
-            return dict(worker.start["params"])
-    return {}
-
-
-def _latency_ms(hist: Any, ticks: list[dict[str, Any]]) -> dict[str, float] | None:
-    """Percentiles from the merged histogram; the mean weighted by round trips when exact."""
-    if hist.get_total_count() == 0:
-        return None
-    weighted, count = 0.0, 0
-    for tick in ticks:
-        if not tick["roundtrips"]:
-            continue
-        mean = (tick.get("latency_ms") or {}).get("mean")
-        if not isinstance(mean, (int, float)):
-            count = 0  # one tick without a mean: the histogram's mean for all
-            break
-        weighted += mean * tick["roundtrips"]
-        count += tick["roundtrips"]
-    return summary_ms(hist, weighted / count if count else None)
 
 
 def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str, Any], TimeSeries]:
     """Merged figures of one target (a JSON-able dict) and its per-second series."""
-    hists = _Histograms(problems)
+    hists = Histograms(problems)
     warnings: list[str] = []
     workers = _workers(target)
     result = _target_status(target, len(workers), warnings)
@@ -149,22 +53,22 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
     _merge_connections(target, workers, common, selected, result=result, warnings=warnings)
     dial_hists = _merge_dial_latency(workers, problems, result)
     _merge_client(target, workers, hists, result, warnings)
-    result["server"] = _server_figures(target, common, warnings)
-    result["memory_per_connection"] = _memory_per_connection(result)
-    _server_path_warnings(target, result, warnings)
+    result["server"] = server_figures(target, common, warnings)
+    result["memory_per_connection"] = memory_per_connection(result)
+    server_path_warnings(target, result, warnings)
     series = TimeSeries()
-    _fill_series(series, target, workers, common, hists)
-    series.distribution = _distribution(hist)
-    series.connect_distribution = _distribution(dial_hists["connect"])
-    series.upgrade_distribution = _distribution(dial_hists["upgrade"])
+    fill_series(series, target, workers, common, hists)
+    series.distribution = distribution(hist)
+    series.connect_distribution = distribution(dial_hists["connect"])
+    series.upgrade_distribution = distribution(dial_hists["upgrade"])
     result["warnings"] = warnings
     return result, series
 
 
-def _workers(target: TargetDir) -> list[_Worker]:
+def _workers(target: TargetDir) -> list[Worker]:
     """Every worker file of every client host, with its measured ticks."""
     return [
-        _Worker(
+        Worker(
             key=f"{host.name}/{series.path.rsplit('/', 1)[-1].removesuffix('.jsonl')}",
             host=host.name,
             series=series,
@@ -210,7 +114,7 @@ def _target_status(target: TargetDir, workers: int, warnings: list[str]) -> dict
     return result
 
 
-def _common_window(workers: list[_Worker], warnings: list[str]) -> tuple[float, float] | None:
+def _common_window(workers: list[Worker], warnings: list[str]) -> tuple[float, float] | None:
     """The span every worker measured: latest start of a measured window to earliest end."""
     windows = [w.window for w in workers if w.window is not None]
     common: tuple[float, float] | None = None
@@ -238,16 +142,10 @@ def _common_window(workers: list[_Worker], warnings: list[str]) -> tuple[float, 
     return common
 
 
-def _in_window(tick: dict[str, Any], common: tuple[float, float] | None) -> bool:
-    if common is None:
-        return True  # no common window: every measured tick counts (per-worker rates)
-    return common[0] <= _mid(tick) <= common[1]
-
-
 def _merge_roundtrips(
-    workers: list[_Worker],
+    workers: list[Worker],
     common: tuple[float, float] | None,
-    hists: _Histograms,
+    hists: Histograms,
     result: dict[str, Any],
     warnings: list[str],
 ) -> tuple[Any, list[dict[str, Any]]]:
@@ -257,8 +155,8 @@ def _merge_roundtrips(
     outside = 0
     per_worker_rate = 0.0
     for worker in workers:
-        chosen = [t for t in worker.measure if _in_window(t, common)]
-        outside += sum(t["roundtrips"] for t in worker.measure if not _in_window(t, common))
+        chosen = [t for t in worker.measure if in_window(t, common)]
+        outside += sum(t["roundtrips"] for t in worker.measure if not in_window(t, common))
         selected.extend(chosen)
         for tick in chosen:
             tick_hist = hists.get(worker.series, tick)
@@ -284,7 +182,7 @@ def _merge_roundtrips(
             else {"start": common[0], "end": common[1], "seconds": round(common[1] - common[0], 3)},
             "roundtrips": roundtrips,
             "roundtrips_per_s": None if rate is None else round(rate, 3),
-            "latency_ms": _latency_ms(hist, selected),
+            "latency_ms": latency_ms(hist, selected),
             "histogram": latency.encode(hist),
         }
     )
@@ -292,17 +190,21 @@ def _merge_roundtrips(
 
 
 def _roundtrips_cv(
-    workers: list[_Worker], common: tuple[float, float] | None, warnings: list[str]
+    workers: list[Worker], common: tuple[float, float] | None, warnings: list[str]
 ) -> float | None:
     """Coefficient of variation (stdev / mean) of the target's round trips per second over
     the window: the run's own noise. Only seconds that every measuring worker covered count."""
     per_second: dict[int, list[float]] = defaultdict(list)
     measuring = 0
+    starts = [w.window[0] for w in workers if w.window is not None]
+    # Seconds counted from the window's start: tick middles fall half a second into each.
+    origin = common[0] if common is not None else min(starts, default=0.0)
     for worker in workers:
-        chosen = [t for t in worker.measure if _in_window(t, common)]
+        chosen = [t for t in worker.measure if in_window(t, common)]
         measuring += bool(chosen)
         for tick in chosen:
-            per_second[round(tick["t"])].append(tick["roundtrips"] / tick["interval_s"])
+            second = math.floor(mid(tick) - origin)
+            per_second[second].append(tick["roundtrips"] / tick["interval_s"])
     totals = [sum(rates) for rates in per_second.values() if len(rates) == measuring]
     if len(totals) < 2:
         return None
@@ -320,25 +222,9 @@ def _roundtrips_cv(
     return cv
 
 
-def _memory_per_connection(result: dict[str, Any]) -> dict[str, int | None] | None:
-    """Server memory per open connection: the process's (or cgroup's) share plus the kernel's
-    TCP socket buffers per socket (kernel-wide average, from sockstat)."""
-    server = result.get("server") or {}
-    opened = (result.get("connections") or {}).get("open")
-    if not opened or server.get("rss_bytes_max") is None:
-        return None
-    process = round(server["rss_bytes_max"] / opened)
-    kernel = (server.get("kernel") or {}).get("tcp_mem_bytes_per_socket")
-    return {
-        "process_bytes": process,
-        "kernel_bytes": kernel,
-        "total_bytes": None if kernel is None else process + kernel,
-    }
-
-
 def _merge_connections(
     target: TargetDir,
-    workers: list[_Worker],
+    workers: list[Worker],
     common: tuple[float, float] | None,
     selected: list[dict[str, Any]],
     *,
@@ -355,11 +241,11 @@ def _merge_connections(
         attempted += last.get("attempted", 0)
         failed += last.get("failed", 0)
         dropped += last.get("dropped", 0)
-        _add_counts(errors, last.get("errors", {}))
-        chosen = [t for t in worker.measure if _in_window(t, common)]
+        add_counts(errors, last.get("errors", {}))
+        chosen = [t for t in worker.measure if in_window(t, common)]
         if chosen:
             open_end += chosen[-1].get("open", 0)
-    planned = sum(int(_host_params(h).get("connections") or 0) for h in target.hosts if h.workers)
+    planned = sum(int(host_params(h).get("connections") or 0) for h in target.hosts if h.workers)
     result["connections"] = {
         "planned": planned or None,
         "attempted": attempted,
@@ -381,7 +267,7 @@ def _merge_connections(
 
 
 def _merge_dial_latency(
-    workers: list[_Worker], problems: list[Problem], result: dict[str, Any]
+    workers: list[Worker], problems: list[Problem], result: dict[str, Any]
 ) -> dict[str, Any]:
     """`connect_ms` and `upgrade_ms`: every tick of every phase (connects happen in the ramp),
     summed like the round-trip histograms. Returns the merged histograms."""
@@ -410,8 +296,8 @@ def _merge_dial_latency(
 
 def _merge_client(
     target: TargetDir,
-    workers: list[_Worker],
-    hists: _Histograms,
+    workers: list[Worker],
+    hists: Histograms,
     result: dict[str, Any],
     warnings: list[str],
 ) -> None:
@@ -445,39 +331,8 @@ def _merge_client(
         )
 
 
-def _server_path_warnings(target: TargetDir, result: dict[str, Any], warnings: list[str]) -> None:
-    """What stood between the clients and the server: TCG emulation, docker-proxy."""
-    if target.manifest.get("accelerator") == "tcg":
-        warnings.append(
-            "VM without hardware acceleration (TCG emulation): its figures are far below what "
-            "the same VM does under KVM and not comparable to 2017"
-        )
-    proxies = result["server"].get("docker_proxy_cpu_percent") if result["server"] else None
-    if result["docker_proxy"] or proxies is not None:
-        result["docker_proxy"] = True
-        cost = "" if proxies is None else f" (it used {proxies:.0f}% CPU on its own)"
-        warnings.append(
-            "docker-proxy (userland proxy) was in the path of every byte"
-            f'{cost}; `"userland-proxy": false` in daemon.json removes it'
-        )
-
-
-def _distribution(hist: Any) -> list[tuple[float, float]]:
-    """(percentile, ms) points of the merged latency histogram, for the distribution plot."""
-    if not hist.get_total_count():
-        return []
-    return [
-        (p, v / 1000.0)
-        for p, v in zip(
-            DISTRIBUTION_PERCENTILES,
-            values_at_percentiles(hist, DISTRIBUTION_PERCENTILES),
-            strict=True,
-        )
-    ]
-
-
 def _host_figures(
-    host: HostDir, workers: list[_Worker], hists: _Histograms, warnings: list[str]
+    host: HostDir, workers: list[Worker], hists: Histograms, warnings: list[str]
 ) -> dict[str, Any]:
     """One client host on its own, and what its files say about how its run ended."""
     mine = [w for w in workers if w.host == host.name]
@@ -500,7 +355,7 @@ def _host_figures(
         "workers": len(mine),
         "roundtrips": roundtrips,
         "roundtrips_per_s": rate,
-        "latency_ms": _latency_ms(hist, ticks),
+        "latency_ms": latency_ms(hist, ticks),
         "failed": sum(w.series.records[-1].get("failed", 0) for w in mine if w.series.records),
         "last_tick": last_t,
         "status": (host.summary or {}).get("status"),
@@ -537,246 +392,7 @@ def _host_figures(
     return figures
 
 
-def _server_figures(
-    target: TargetDir,
-    common: tuple[float, float] | None,
-    warnings: list[str],
-) -> dict[str, Any] | None:
-    samplers = [(h.name, h.sampler) for h in target.hosts if h.sampler is not None]
-    if not samplers:
-        if target.hosts:
-            warnings.append("no server-side sample: server CPU and memory unknown")
-        return None
-    if len(samplers) > 1:
-        warnings.append(
-            f"{len(samplers)} sampler files ({', '.join(n for n, _ in samplers)}): their figures "
-            "are added (several servers of one target?)"
-        )
-    in_window: list[dict[str, Any]] = []
-    everything: list[dict[str, Any]] = []
-    errors: dict[str, str] = {}
-    whats = []
-    for host, sampler in samplers:
-        start = sampler.start or {}
-        whats.append(f"{start.get('kind', '?')} {start.get('what', '?')} on {host}")
-        everything.extend(sampler.records)
-        if common is not None:
-            in_window.extend(
-                r
-                for r in sampler.records
-                if common[0] <= r["t"] - r.get("interval_s", 1) / 2
-                and r["t"] - r.get("interval_s", 1) / 2 <= common[1]
-            )
-        for record in sampler.records:
-            errors.update(record.get("errors") or {})
-        if sampler.end is None and sampler.records:
-            warnings.append(
-                f"sampler {sampler.path} has no end record (killed rather than stopped?)"
-            )
-    records = in_window
-    scope = "measured window"
-    if common is None or not in_window:
-        if common is not None and everything:
-            warnings.append(
-                "the sampler has no sample inside the measured window: server figures are "
-                "over everything it sampled"
-            )
-        records, scope = everything, "all samples"
-    if errors:
-        shown = "; ".join(f"{k}: {v}" for k, v in sorted(errors.items())[:3])
-        warnings.append(f"the sampler could not read everything: {shown}")
-    if not records:
-        warnings.append("the sampler file holds no sample")
-        return {"what": whats, "samples": 0}
-    weights = [float(r.get("interval_s", 1.0)) for r in records]
-    total_w = math.fsum(weights)
-    components: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(
-        lambda: {"cpu": [], "rss": []}
-    )
-    for record, weight in zip(records, weights, strict=True):
-        for name, comp in (record.get("components") or {}).items():
-            if not isinstance(comp, dict):
-                continue
-            if isinstance(comp.get("cpu_percent"), (int, float)):
-                components[name]["cpu"].append((float(comp["cpu_percent"]), weight))
-            if isinstance(comp.get("rss_bytes"), int):
-                components[name]["rss"].append((float(comp["rss_bytes"]), weight))
-    comp_figures = {}
-    proxy_cpu = None
-    for name, values in sorted(components.items()):
-        cpu_w = math.fsum(w for _, w in values["cpu"])
-        figures = {
-            "cpu_percent_mean": round(math.fsum(c * w for c, w in values["cpu"]) / cpu_w, 2)
-            if cpu_w
-            else None,
-            "rss_bytes_max": int(max((r for r, _ in values["rss"]), default=0)),
-        }
-        comp_figures[name] = figures
-        if name.startswith("docker-proxy[") and figures["cpu_percent_mean"] is not None:
-            proxy_cpu = (proxy_cpu or 0.0) + figures["cpu_percent_mean"]
-    return {
-        "what": whats,
-        "scope": scope,
-        "samples": len(records),
-        "kernel": _kernel_figures(records),
-        "cpu_percent_mean": round(
-            math.fsum(r["cpu_percent"] * w for r, w in zip(records, weights, strict=True))
-            / total_w,
-            2,
-        ),
-        "cpu_percent_max": max(r["cpu_percent"] for r in records),
-        "rss_bytes_max": max(r["rss_bytes"] for r in records),
-        "rss_bytes_mean": int(
-            math.fsum(r["rss_bytes"] * w for r, w in zip(records, weights, strict=True)) / total_w
-        ),
-        "docker_proxy_cpu_percent": None if proxy_cpu is None else round(proxy_cpu, 2),
-        "components": comp_figures,
-    }
-
-
-def _kernel_figures(records: list[dict[str, Any]]) -> dict[str, int | None] | None:
-    """TCP socket figures of the samples: the namespace's sockets, the kernel's TCP memory at
-    its peak and per TCP socket there (sockstat's memory is counted for the whole kernel)."""
-    readings = [r["kernel"] for r in records if "kernel" in r]
-    if not readings:
-        return None
-    peak = max(readings, key=lambda k: int(k["tcp_mem_bytes"]))
-    alloc = int(peak["tcp_alloc"])
-    return {
-        "tcp_inuse_max": max(int(k["tcp_inuse"]) for k in readings),
-        "tcp_mem_bytes_max": int(peak["tcp_mem_bytes"]),
-        "tcp_alloc_at_max": alloc,
-        "tcp_mem_bytes_per_socket": round(int(peak["tcp_mem_bytes"]) / alloc) if alloc else None,
-    }
-
-
-def _fill_series(
-    series: TimeSeries,
-    target: TargetDir,
-    workers: list[_Worker],
-    common: tuple[float, float] | None,
-    hists: _Histograms,
-) -> None:
-    starts = [
-        float(h.summary["started"])
-        for h in target.hosts
-        if h.summary and isinstance(h.summary.get("started"), (int, float)) and h.workers
-    ]
-    firsts = [
-        w.series.records[0]["t"] - w.series.records[0]["interval_s"]
-        for w in workers
-        if w.series.records
-    ]
-    samples = [r["t"] for h in target.hosts if h.sampler for r in h.sampler.records[:1]]
-    t0 = min(starts) if starts else (min(firsts) if firsts else (min(samples) if samples else None))
-    if t0 is None:
-        return
-    series.t0 = t0
-    if common is not None:
-        series.window = (common[0] - t0, common[1] - t0)
-    rates: dict[tuple[int, str], list[float]] = defaultdict(list)
-    opens: dict[tuple[int, str], list[float]] = defaultdict(list)
-    bin_hists: dict[int, Any] = {}
-    for worker in workers:
-        for tick in worker.series.records:
-            k = round(tick["t"] - t0)
-            rates[(k, worker.key)].append(tick["roundtrips"] / tick["interval_s"])
-            if "open" in tick:
-                opens[(k, worker.key)].append(tick["open"])
-            tick_hist = hists.get(worker.series, tick) if tick["roundtrips"] else None
-            if tick_hist is not None:
-                bin_hists.setdefault(k, latency.new_histogram()).add(tick_hist)
-    for (k, _), values in rates.items():
-        series.roundtrips_per_s[k] = series.roundtrips_per_s.get(k, 0.0) + sum(values) / len(values)
-    for (k, _), values in opens.items():
-        series.open[k] = series.open.get(k, 0.0) + sum(values) / len(values)
-    for k, hist in bin_hists.items():
-        p50, p99 = values_at_percentiles(hist, [50.0, 99.0])
-        series.p50_ms[k], series.p99_ms[k] = p50 / 1000.0, p99 / 1000.0
-    for host in target.hosts:
-        if host.sampler is None:
-            continue
-        for record in host.sampler.records:
-            k = round(record["t"] - t0)
-            series.server_cpu[k] = series.server_cpu.get(k, 0.0) + record["cpu_percent"]
-            series.server_rss_mb[k] = series.server_rss_mb.get(k, 0.0) + record["rss_bytes"] / 1e6
-
-
 def _clock(epoch: float) -> str:
     import time  # noqa: PLC0415 - only for this message
 
     return time.strftime("%H:%M:%S UTC", time.gmtime(epoch))
-
-
-# ---- side by side -------------------------------------------------------------------------
-
-# Published in 2017 at 10,000 connections (shared/reference/original-experiment.md).
-REFERENCE_2017: list[dict[str, Any]] = [
-    {
-        "target": "2017 IncludeOS in QEMU VM",
-        "kind": "vm",
-        "roundtrips_per_s": (110_000, 115_000),
-        "latency_ms": (75, 115),
-        "memory_mb": 155,
-        "note": "whole VM; ~6 of 10,000 connections refused during the ramp",
-    },
-    {
-        "target": "2017 node.js + ws in Docker",
-        "kind": "container",
-        "roundtrips_per_s": (30_000, 35_000),
-        "latency_ms": (280, 310),
-        "memory_mb": 180,
-        "note": "node process only; docker-proxy pegged a second CPU",
-    },
-]
-HEADLINE_2017 = "3x the round-trips/s, 2.5x lower latency, 14% less memory"
-
-
-def compare(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every pair of measured targets, the faster first: ratios as the 2017 write-up put them."""
-    usable = [
-        r
-        for r in results
-        if r.get("roundtrips_per_s") and r.get("latency_ms") and r["status"] != "failed"
-    ]
-    pairs = []
-    for i, a in enumerate(usable):
-        for b in usable[i + 1 :]:
-            fast, slow = (a, b) if a["roundtrips_per_s"] >= b["roundtrips_per_s"] else (b, a)
-            pairs.append(_ratio(fast, slow))
-    return pairs
-
-
-def _ratio(fast: dict[str, Any], slow: dict[str, Any]) -> dict[str, Any]:
-    rt_ratio = fast["roundtrips_per_s"] / slow["roundtrips_per_s"]
-    lat_ratio = slow["latency_ms"]["mean"] / fast["latency_ms"]["mean"]
-    p99_ratio = slow["latency_ms"]["p99"] / fast["latency_ms"]["p99"]
-    parts = [f"{rt_ratio:.1f}x the round-trips/s"]
-    parts.append(
-        f"{lat_ratio:.1f}x lower latency"
-        if lat_ratio >= 1
-        else f"{1 / lat_ratio:.1f}x higher latency"
-    )
-    mem_change = None
-    fast_mem = (fast.get("server") or {}).get("rss_bytes_max")
-    slow_mem = (slow.get("server") or {}).get("rss_bytes_max")
-    if fast_mem and slow_mem:
-        mem_change = fast_mem / slow_mem - 1
-        parts.append(
-            f"{-mem_change:.0%} less memory" if mem_change <= 0 else f"{mem_change:.0%} more memory"
-        )
-    caveats = [
-        name
-        for name, r in (("fast", fast), ("slow", slow))
-        if r.get("client_bound") or r.get("accelerator") == "tcg"
-    ]
-    return {
-        "faster": fast["target"],
-        "slower": slow["target"],
-        "roundtrips_ratio": round(rt_ratio, 3),
-        "mean_latency_ratio": round(lat_ratio, 3),
-        "p99_latency_ratio": round(p99_ratio, 3),
-        "memory_change": None if mem_change is None else round(mem_change, 4),
-        "sentence": f"{fast['target']} vs {slow['target']}: " + ", ".join(parts),
-        "caveat": bool(caveats),
-    }

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wsswarm.report.merge import TimeSeries
+from wsswarm.report.series import TimeSeries
 
 # (file name, title) of every plot, in the order report.md shows them.
 PLOTS = [

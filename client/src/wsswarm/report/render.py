@@ -7,7 +7,7 @@ import io
 import json
 from typing import Any
 
-from wsswarm.report.merge import HEADLINE_2017, REFERENCE_2017
+from wsswarm.report.side_by_side import HEADLINE_2017, REFERENCE_2017
 
 CSV_COLUMNS = [
     "target",
