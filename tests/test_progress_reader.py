@@ -1,4 +1,4 @@
-"""The swarm_run role's progress reader against the files of a real, short `wsswarm run`.
+"""`wsswarm progress` (the swarm_run role's progress reader) on the files of a real `wsswarm run`.
 
 A real wsecho on 127.0.0.1 and a real swarm; the reader must sum the workers' latest ticks while
 they run and, once they have ended, still report the measured rate (the quick profile ends between
@@ -18,13 +18,10 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-READER = ROOT / "roles" / "swarm_run" / "files" / "echolab_progress.py"
-
 
 def read_progress(out: Path) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, str(READER), "--dir", str(out)],
+        [sys.executable, "-m", "wsswarm", "progress", "--dir", str(out)],
         capture_output=True,
         text=True,
         check=True,

@@ -1,4 +1,4 @@
-"""`wsswarm` command line: one subcommand per module (run, sample, report)."""
+"""`wsswarm` command line: one subcommand per module (run, sample, report, progress)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "run": ("wsswarm.run", "drive WebSocket connections against an echo server and measure"),
     "sample": ("wsswarm.sample", "sample the CPU and memory of what serves the connections"),
     "report": ("wsswarm.report", "merge a results directory into summary files, tables and plots"),
+    "progress": ("wsswarm.progress", "print the progress of a running `wsswarm run` as JSON"),
 }
 
 

@@ -1,13 +1,13 @@
-#!/usr/bin/env python3
-"""Progress of a running `wsswarm run --out DIR`, read from the tails of its worker files.
+"""`wsswarm progress`: the progress of a running `wsswarm run --out DIR`, read from the tails of
+its worker files.
 
 Waits until --until (epoch seconds, at most --max-wait seconds from now), then prints one JSON
 object: the current round-trips/s (sum over workers of their latest tick), open connections,
 attempts, failures, the phase, and how many workers have ended. A worker that has already ended
 counts with its last measured tick, and once the run's summary.json exists its measured
 round-trips/s is reported too: a short run that ends between two of Ansible's polls must not read
-as 0 round-trips/s. Read-only; used by the swarm_run role's progress loop so that a running target
-is never a silent wait.
+as 0 round-trips/s. Read-only; the swarm_run role polls it so that a running target is never a
+silent wait.
 """
 
 from __future__ import annotations
@@ -121,17 +121,14 @@ def progress(out_dir: Path, now: float) -> dict[str, Any]:
     return result
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, required=True, help="the wsswarm run --out directory")
     parser.add_argument("--until", type=float, default=0.0, help="epoch seconds to wait for")
     parser.add_argument("--max-wait", type=float, default=60.0, help="longest wait, seconds")
-    args = parser.parse_args()
+
+
+def main(args: argparse.Namespace) -> int:
     wait = min(max(0.0, args.until - time.time()), args.max_wait)
     time.sleep(wait)
     print(json.dumps(progress(args.dir, time.time())))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,374 @@
+"""echolab's experiment logic as Ansible filters, so that it lives in tested Python, not in Jinja.
+
+    echolab_plan_params    the `echolab_*` variables and the profile -> the validated plan
+    echolab_plan_targets   the target list -> one entry per enabled target and repetition
+    echolab_client_share   the plan and a host -> that host's part (connections, rate, timings)
+    echolab_split          a total spread over n parts, as `wsswarm run` spreads it over workers
+    echolab_target_status  what the hosts recorded -> status.json of one target (docs/formats.md)
+    echolab_target_failures  what the hosts recorded -> the lines of the play's final verdict
+    echolab_status_failures  the run's status.json records -> the lines of the report's verdict
+
+Loaded through ansible.cfg `filter_plugins` (and ANSIBLE_FILTER_PLUGINS in molecule). Bad input
+raises AnsibleFilterError naming every problem found, so a play stops with a readable message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ansible.errors import AnsibleFilterError  # type: ignore[import-untyped]
+from ansible.module_utils.parsing.convert_bool import (  # type: ignore[import-untyped]
+    boolean,
+)
+
+# Plan keys, their type, and the value used when neither an echolab_* variable nor the profile
+# gives one (None: the profile must give it).
+PLAN_KEYS: dict[str, tuple[type, Any]] = {
+    "connections": (int, None),
+    "processes": (int, None),
+    "connect_rate": (float, None),
+    "warmup": (float, None),
+    "duration": (float, None),
+    "repetitions": (int, 1),
+    "mode": (str, "closed"),
+    "open_rate": (float, 1.0),
+    "compat": (bool, False),
+    "baseline": (bool, True),
+    "connect_timeout": (float, 10.0),
+    "start_delay": (float, 8.0),
+    "progress_interval": (float, 5.0),
+    "clock_warn_s": (float, 0.25),
+    "clock_fail_s": (float, 2.0),
+}
+# Keys that come only from echolab_* variables, never from a profile.
+RUN_ONLY_KEYS = (
+    "connect_timeout",
+    "start_delay",
+    "progress_interval",
+    "clock_warn_s",
+    "clock_fail_s",
+)
+TARGET_KINDS = ("vm", "container", "baseline")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# The 2017 client opens 3 connections per 200 ms per worker whatever the requested rate.
+COMPAT_RATE_PER_PROCESS = 15
+# Seconds after the measured window for the swarm to drain and write its summary.
+DRAIN_S = 10
+STATUS_FORMAT_VERSION = 1
+
+
+def _convert(key: str, kind: type, value: Any) -> Any:
+    """`value` as `kind`; ValueError with the key's name when it is not one."""
+    if kind is bool:
+        try:
+            return boolean(value, strict=True)
+        except TypeError as exc:
+            raise ValueError(f"{key} must be a boolean, got {value!r}") from exc
+    if kind is str:
+        return str(value)
+    if isinstance(value, bool):
+        raise ValueError(f"{key} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{key} must be a number, got {value!r}") from exc
+    if kind is int:
+        if not number.is_integer():
+            raise ValueError(f"{key} must be a whole number, got {value!r}")
+        return int(number)
+    return number
+
+
+def plan_params(
+    given: Any,
+    profiles: Any,
+    profile: str,
+    testhosts: Sequence[str],
+    clients: Sequence[str],
+) -> dict[str, Any]:
+    """The experiment plan: each key from `given` (the echolab_* variables, None when not set),
+    else from the profile, else its default; validated as a whole."""
+    if not isinstance(given, Mapping):
+        raise AnsibleFilterError(
+            f"echolab_plan_params: expected a dict of parameters, not {given!r}"
+        )
+    unknown = sorted(set(given) - set(PLAN_KEYS))
+    if unknown:
+        raise AnsibleFilterError(f"echolab_plan_params: unknown parameters {unknown}")
+    problems: list[str] = []
+    if not isinstance(profiles, Mapping) or profile not in profiles:
+        known = sorted(profiles) if isinstance(profiles, Mapping) else []
+        problems.append(
+            f"profile {profile!r} is not known (known: {known}; "
+            "is playbooks/vars/profiles.yml loaded?)"
+        )
+        chosen: Mapping[str, Any] = {}
+    else:
+        chosen = profiles[profile] if isinstance(profiles[profile], Mapping) else {}
+    params: dict[str, Any] = {"profile": profile}
+    for key, (kind, default) in PLAN_KEYS.items():
+        value = given.get(key)
+        if value is None and key not in RUN_ONLY_KEYS:
+            value = chosen.get(key)
+        if value is None:
+            value = default
+        if value is None:
+            problems.append(f"{key} is not set (neither echolab_{key} nor profile {profile!r})")
+            continue
+        try:
+            params[key] = _convert(key, kind, value)
+        except ValueError as exc:
+            problems.append(str(exc))
+    params["testhost"] = testhosts[0] if testhosts else ""
+    params["clients"] = list(clients)
+    if not problems:
+        problems = _check_params(params)
+    if problems:
+        raise AnsibleFilterError(
+            "The experiment parameters are not valid: " + "; ".join(problems) + f". Got {params}."
+        )
+    return params
+
+
+def _check_params(p: Mapping[str, Any]) -> list[str]:
+    """Every rule the plan breaks, as readable sentences."""
+    rules: list[tuple[bool, str]] = [
+        (p["connections"] >= 1, f"connections must be >= 1, got {p['connections']}"),
+        (p["processes"] >= 1, f"processes must be >= 1, got {p['processes']}"),
+        (p["connect_rate"] > 0, f"connect_rate must be > 0, got {p['connect_rate']}"),
+        (p["warmup"] >= 0, f"warmup must be >= 0, got {p['warmup']}"),
+        (p["duration"] > 0, f"duration must be > 0, got {p['duration']}"),
+        (p["repetitions"] >= 1, f"repetitions must be >= 1, got {p['repetitions']}"),
+        (p["mode"] in ("closed", "open"), f"mode must be closed or open, got {p['mode']!r}"),
+        (p["open_rate"] > 0, f"open_rate must be > 0, got {p['open_rate']}"),
+        (p["connect_timeout"] > 0, f"connect_timeout must be > 0, got {p['connect_timeout']}"),
+        (p["start_delay"] >= 1, f"start_delay must be >= 1, got {p['start_delay']}"),
+        (
+            p["progress_interval"] >= 1,
+            f"progress_interval must be >= 1, got {p['progress_interval']}",
+        ),
+        (
+            p["clock_fail_s"] >= p["clock_warn_s"] >= 0,
+            f"0 <= clock_warn_s <= clock_fail_s must hold, got {p['clock_warn_s']} and "
+            f"{p['clock_fail_s']}",
+        ),
+        (
+            bool(p["testhost"]),
+            "the inventory needs a `testhosts` group (the host of the targets; the first is used)",
+        ),
+        (bool(p["clients"]), "the inventory needs a `clients` group (where wsswarm runs)"),
+    ]
+    problems = [message for ok, message in rules if not ok]
+    if not problems and p["connections"] // len(p["clients"]) < p["processes"]:
+        problems.append(
+            "every client host needs at least one connection per process: "
+            f"{p['connections']} connections over {len(p['clients'])} client host(s) with "
+            f"{p['processes']} process(es) each"
+        )
+    return problems
+
+
+def plan_targets(targets: Any, repetitions: Any) -> list[dict[str, Any]]:
+    """One entry per enabled target and repetition: <name>, <name>-rep2, ...; validated."""
+    if not isinstance(targets, Sequence) or isinstance(targets, str):
+        raise AnsibleFilterError(f"echolab_targets must be a list of targets, got {targets!r}")
+    if isinstance(repetitions, bool) or not isinstance(repetitions, int) or repetitions < 1:
+        raise AnsibleFilterError(f"repetitions must be a whole number >= 1, got {repetitions!r}")
+    out: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for index, target in enumerate(targets):
+        if not isinstance(target, Mapping):
+            problems.append(f"entry {index} is not a dict: {target!r}")
+            continue
+        try:
+            if not boolean(target.get("enabled", True), strict=True):
+                continue
+        except TypeError:
+            problems.append(f"entry {index}: enabled must be a boolean, got {target['enabled']!r}")
+            continue
+        name = str(target.get("name", ""))
+        for rep in range(1, repetitions + 1):
+            out.append(
+                {
+                    "name": name if rep == 1 else f"{name}-rep{rep}",
+                    "target": name,
+                    "kind": target.get("kind", ""),
+                    "address": target.get("address", "local"),
+                    "port": int(target.get("port", 8080)),
+                    "path": target.get("path", "/"),
+                    "instance": target.get("instance", ""),
+                    "app": target.get("app", "wsecho"),
+                    "repetition": rep,
+                }
+            )
+    names = [t["name"] for t in out]
+    if not out and not problems:
+        problems.append("no target is enabled")
+    for t in out:
+        if t["kind"] not in TARGET_KINDS:
+            problems.append(
+                f"{t['name']!r}: kind must be one of {list(TARGET_KINDS)}, got {t['kind']!r}"
+            )
+        if not SAFE_NAME.match(t["name"]):
+            problems.append(f"{t['name']!r}: the name is not a plain file name")
+        if not t["instance"]:
+            problems.append(f"{t['name']!r}: an instance (domain or container name) is needed")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    problems += [f"{n!r}: the name is used twice" for n in twice]
+    if problems:
+        raise AnsibleFilterError(
+            "echolab_targets must list at least one enabled target, each with a unique "
+            "file-name-safe `name`, a `kind` of vm, container or baseline, and an `instance`: "
+            + "; ".join(problems)
+            + "."
+        )
+    return out
+
+
+def split(total: Any, parts: Any) -> list[int]:
+    """`total` spread over `parts` as evenly as possible (the first ones get one more); the same
+    rule as `wsswarm run` uses for its workers (a test holds the two together)."""
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        raise AnsibleFilterError(f"echolab_split: total must be a whole number >= 0, got {total!r}")
+    if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
+        raise AnsibleFilterError(f"echolab_split: parts must be a whole number >= 1, got {parts!r}")
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def client_share(params: Any, host: str) -> dict[str, Any]:
+    """This host's part of the plan: whether it is a client and/or the test host, its
+    connections and connect rate, and when its measured window and its run end at the latest
+    (seconds after the start instant)."""
+    try:
+        clients = list(params["clients"])
+        connections = params["connections"]
+        processes = params["processes"]
+        compat = bool(params["compat"])
+        rate_total = float(params["connect_rate"])
+        warmup = float(params["warmup"])
+        duration = float(params["duration"])
+        testhost = params["testhost"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AnsibleFilterError(
+            "echolab_client_share: expected the plan (experiment_plan_params), "
+            f"got {params!r}: {exc}"
+        ) from exc
+    if not clients:
+        raise AnsibleFilterError("echolab_client_share: the plan has no client hosts")
+    is_client = host in clients
+    mine = split(connections, len(clients))[clients.index(host)] if is_client else 0
+    rate = COMPAT_RATE_PER_PROCESS * processes if compat else rate_total / len(clients)
+    ramp = mine / rate if mine > 0 else 0.0
+    measure_after = ramp + warmup + (1 if compat else 0)
+    return {
+        "is_client": is_client,
+        "is_testhost": host == testhost,
+        "connections": mine,
+        "processes": processes,
+        "server_connections": connections,
+        "rate": round(rate, 3),
+        "measure_after": measure_after,
+        "seconds": ramp + warmup + duration + DRAIN_S,
+    }
+
+
+def target_status(
+    target: Any,
+    reasons: Any,
+    host_statuses: Any,
+    sampler: Any,
+    *,
+    testhost: str,
+    started: str,
+    ended: str,
+) -> dict[str, Any]:
+    """status.json of one target. `host_statuses` maps each client host to what it recorded:
+    None when it never reached the target (unreachable), {} when the target was not run."""
+    for key in ("name", "target", "repetition", "kind"):
+        if not isinstance(target, Mapping) or key not in target:
+            raise AnsibleFilterError(f"echolab_target_status: the target lacks {key!r}: {target!r}")
+    if not isinstance(host_statuses, Mapping):
+        raise AnsibleFilterError(
+            f"echolab_target_status: host statuses must be a dict by host, got {host_statuses!r}"
+        )
+    reasons = _reasons(reasons)
+    return {
+        "format_version": STATUS_FORMAT_VERSION,
+        "target": target["name"],
+        "base_target": target["target"],
+        "repetition": target["repetition"],
+        "kind": target["kind"],
+        "status": "failed" if reasons else "ok",
+        "reason": "; ".join(reasons) if reasons else None,
+        "started": started,
+        "ended": ended,
+        "testhost": testhost,
+        "hosts": {
+            host: {"status": "unreachable"} if status is None else dict(status)
+            for host, status in host_statuses.items()
+        },
+        "sampler": dict(sampler or {}),
+    }
+
+
+def target_failures(target_name: str, reasons: Any, host_statuses: Any) -> list[str]:
+    """The lines for the play's final verdict: the target's reasons, then each client host
+    whose swarm failed."""
+    if not isinstance(host_statuses, Mapping):
+        raise AnsibleFilterError(
+            f"echolab_target_failures: host statuses must be a dict by host, got {host_statuses!r}"
+        )
+    reasons = _reasons(reasons)
+    lines = [f"target {target_name} failed: " + "; ".join(reasons)] if reasons else []
+    for host, status in host_statuses.items():
+        if isinstance(status, Mapping) and status.get("status") == "failed":
+            lines.append(
+                f"target {target_name}: client host {host} failed (ended {status.get('ended')}, "
+                f"rc {status.get('rc')}): {status.get('message')}"
+            )
+    return lines
+
+
+def status_failures(statuses: Any) -> list[str]:
+    """The lines of the report's verdict from the run's status.json records: each target that is
+    not ok, and each of its client hosts that did not end ok."""
+    if isinstance(statuses, str) or not isinstance(statuses, Sequence):
+        raise AnsibleFilterError(f"echolab_status_failures: expected a list, got {statuses!r}")
+    lines: list[str] = []
+    for status in statuses:
+        if not isinstance(status, Mapping) or "target" not in status:
+            raise AnsibleFilterError(f"echolab_status_failures: not a status record: {status!r}")
+        if status.get("status", "failed") != "ok":
+            lines.append(f"target {status['target']} failed: {status.get('reason')}")
+        for host, ended in (status.get("hosts") or {}).items():
+            if ended.get("status", "") != "ok":
+                lines.append(
+                    f"target {status['target']}: client host {host} {ended.get('status', '?')}"
+                    f" (ended {ended.get('ended', '?')}, rc {ended.get('rc', '?')}): "
+                    f"{ended.get('message', '')}"
+                )
+    return lines
+
+
+def _reasons(reasons: Any) -> list[str]:
+    """The non-empty reasons, each once, in order."""
+    if isinstance(reasons, str) or not isinstance(reasons, Sequence):
+        raise AnsibleFilterError(f"reasons must be a list of strings, got {reasons!r}")
+    return list(dict.fromkeys(str(r) for r in reasons if r))
+
+
+class FilterModule:
+    """echolab's filters."""
+
+    def filters(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "echolab_plan_params": plan_params,
+            "echolab_plan_targets": plan_targets,
+            "echolab_split": split,
+            "echolab_client_share": client_share,
+            "echolab_target_status": target_status,
+            "echolab_target_failures": target_failures,
+            "echolab_status_failures": status_failures,
+        }

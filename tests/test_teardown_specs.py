@@ -1,0 +1,109 @@
+"""The teardown entry points are called so that their argument specs apply.
+
+ansible-core validates an entry point's spec only when `tasks_from` names the entry point
+(`teardown`), not its file (`teardown.yml`). Each role's teardown is called here the way
+playbooks/teardown.yml calls it, with one wrong parameter, and must be refused by the spec before
+any task runs. The play's only host is a Docker container that does not exist, so a spec that
+does not apply cannot touch this machine either: the first task then fails as unreachable.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TEARDOWN = ROOT / "playbooks" / "teardown.yml"
+
+# role -> one parameter its teardown spec refuses, and what the refusal names. swarm_client's
+# teardown takes two paths only, which any value converts to, so it has no wrong parameter.
+WRONG: dict[str, tuple[dict[str, Any], str]] = {
+    "vm_target": ({"vm_target_prefix": "many"}, "argument 'vm_target_prefix'"),
+    "container_target": ({"container_target_app": "apache"}, "'apache'"),
+    "bridge": ({"bridge_prefix": "many"}, "argument 'bridge_prefix'"),
+    "host_tuning": ({"host_tuning_connections": "lots"}, "argument 'host_tuning_connections'"),
+}
+TEARDOWN_ROLES = [*WRONG, "swarm_client"]
+
+
+def teardown_calls() -> list[dict[str, Any]]:
+    """Every include_role of playbooks/teardown.yml that names an entry point."""
+    calls = []
+    for play in yaml.safe_load(TEARDOWN.read_text()):
+        for task in play.get("tasks", []):
+            include = task.get("ansible.builtin.include_role")
+            if include and "tasks_from" in include:
+                calls.append(include)
+    return calls
+
+
+def test_teardown_playbook_names_the_entry_points() -> None:
+    """playbooks/teardown.yml calls each role's `teardown` entry point by its spec's name."""
+    calls = teardown_calls()
+    assert sorted(c["name"] for c in calls) == sorted(TEARDOWN_ROLES)
+    for call in calls:
+        specs = yaml.safe_load(
+            (ROOT / "roles" / call["name"] / "meta" / "argument_specs.yml").read_text()
+        )
+        assert call["tasks_from"] in specs["argument_specs"], call
+
+
+@pytest.mark.parametrize("role", sorted(WRONG))
+def test_wrong_teardown_parameter_is_refused(role: str, tmp_path: Path) -> None:
+    """A wrong parameter to a role's teardown stops the play with the spec's message."""
+    (call,) = [c for c in teardown_calls() if c["name"] == role]
+    playbook = [
+        {
+            "name": "Call the teardown as playbooks/teardown.yml does.",
+            "hosts": "nowhere",
+            "gather_facts": False,
+            "tasks": [
+                {
+                    "name": "Tear down with a wrong parameter.",
+                    "ansible.builtin.include_role": {
+                        "name": role,
+                        "tasks_from": call["tasks_from"],
+                    },
+                    "vars": WRONG[role][0],
+                }
+            ],
+        }
+    ]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(playbook))
+    (tmp_path / "hosts.yml").write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "hosts": {
+                        "nowhere": {
+                            "ansible_connection": "community.docker.docker",
+                            "ansible_host": "echolab-no-such-container",
+                        }
+                    }
+                }
+            }
+        )
+    )
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run(
+        ["ansible-playbook", "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "play.yml")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    marker = "Validating arguments against arg spec 'teardown'"
+    assert marker in output, output
+    assert WRONG[role][1] in output.split(marker, 1)[1], output
+    assert "UNREACHABLE" not in output, output
