@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from wsswarm import run as wsswarm_run
+from wsswarm.run.plan import split as wsswarm_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,7 +133,7 @@ def test_targets_refuse_bad_lists(targets: Any, message: str) -> None:
 @pytest.mark.parametrize("total", [0, 1, 5, 50, 500, 10001])
 def test_split_agrees_with_wsswarm(total: int, parts: int) -> None:
     """The kit spreads connections over client hosts as wsswarm spreads them over workers."""
-    assert echolab.split(total, parts) == wsswarm_run.split(total, parts)
+    assert echolab.split(total, parts) == wsswarm_split(total, parts)
     assert sum(echolab.split(total, parts)) == total
 
 
@@ -151,6 +151,7 @@ def test_client_share_per_host() -> None:
     second = echolab.client_share(params, "c2")
     testhost = echolab.client_share(params, "th")
     assert (first["connections"], second["connections"], testhost["connections"]) == (251, 250, 0)
+    assert (first["server_connections"], testhost["server_connections"]) == (0, 501)
     assert first["rate"] == 25.0
     assert first["measure_after"] == pytest.approx(251 / 25 + 5)
     assert first["seconds"] == pytest.approx(251 / 25 + 5 + 30 + 10)

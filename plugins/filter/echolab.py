@@ -228,8 +228,8 @@ def plan_targets(targets: Any, repetitions: Any) -> list[dict[str, Any]]:
 
 
 def split(total: Any, parts: Any) -> list[int]:
-    """`total` spread over `parts` as evenly as possible (the first ones get one more); the same
-    rule as `wsswarm run` uses for its workers (a test holds the two together)."""
+    """`total` spread over `parts` as evenly as possible (the first ones get one more): the rule
+    of `wsswarm run` for its workers (wsswarm.run.plan.split; a test holds the two together)."""
     if isinstance(total, bool) or not isinstance(total, int) or total < 0:
         raise AnsibleFilterError(f"echolab_split: total must be a whole number >= 0, got {total!r}")
     if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
@@ -238,9 +238,9 @@ def split(total: Any, parts: Any) -> list[int]:
 
 
 def client_share(params: Any, host: str) -> dict[str, Any]:
-    """This host's part of the plan: whether it is a client and/or the test host, its
-    connections and connect rate, and when its measured window and its run end at the latest
-    (seconds after the start instant)."""
+    """This host's part of the plan: whether it is a client and/or the test host, the
+    connections it opens (client) and serves (test host), its connect rate, and when its
+    measured window and its run end at the latest (seconds after the start instant)."""
     try:
         clients = list(params["clients"])
         connections = params["connections"]
@@ -267,7 +267,8 @@ def client_share(params: Any, host: str) -> dict[str, Any]:
         "is_testhost": host == testhost,
         "connections": mine,
         "processes": processes,
-        "server_connections": connections,
+        # The test host serves every connection of a target (one target at a time).
+        "server_connections": connections if host == testhost else 0,
         "rate": round(rate, 3),
         "measure_after": measure_after,
         "seconds": ramp + warmup + duration + DRAIN_S,
