@@ -1,13 +1,17 @@
 """Where a wsswarm connection's memory goes: RSS per connection of one worker, by ramp speed.
 
     .venv/bin/python bench/client_memory.py [--connections 6000] [--rates 300,3000]
+                                            [--source-address 127.0.0.1]
 
 Starts wsecho (picows) on 127.0.0.1, then for each connect rate two fresh interpreters, each
 running one wsswarm worker in-process: a quiet ramp (no message until all are open: the cost
 of a connection itself) and a busy one (each connection starts its closed loop once open, as
 `wsswarm run` does). RSS (from /proc) just before the ramp, 1 s after the last connection
 opened, and after 3 s more of closed-loop traffic; per connection = growth / open
-connections; and the most attempts in flight at once (sampled every 0.1 s). The difference
+connections; and the most attempts in flight at once (sampled every 0.1 s). With
+`--source-address`, every case runs twice, without and with the sockets bound to that address
+(wsswarm's own socket with IP_BIND_ADDRESS_NO_PORT instead of one the loop makes), so the two
+compare within one run. The difference
 between a quiet and a busy ramp is heap that the attempts in flight leave fragmented between
 the connections that stay, not memory a connection holds (short-lived objects per attempt,
 besides the transport it opens, since 2026-11-27: ~0.7 KB while it waits for the upgrade
@@ -37,7 +41,7 @@ def rss() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def child(port: int, connections: int, rate: float, busy: bool) -> None:
+def child(port: int, connections: int, rate: float, busy: bool, source: str | None) -> None:
     """One worker in this process; prints one JSON line."""
     import uvloop  # noqa: PLC0415 - the worker's loop, as in `wsswarm run`
     from wsswarm import connections, worker  # noqa: PLC0415
@@ -49,6 +53,7 @@ def child(port: int, connections: int, rate: float, busy: bool) -> None:
         family=socket.AF_INET, connections=connections, connect_rate=rate, offset_s=0.0,
         t0=time.time() + 0.5, tick_s=1.0, mode="closed", rate=0.0, compat=False,
         connect_timeout=10.0, reconnect=False, out_dir=None, label="", host="",
+        source_addresses=(source,) if source else (),
     )  # fmt: skip
 
     async def main() -> None:
@@ -91,10 +96,17 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--connections", type=int, default=6000)
     p.add_argument("--rates", default="300,3000", help="connect rates, comma-separated")
-    p.add_argument("--child", nargs=4, type=float, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--source-address",
+        default=None,
+        metavar="IP",
+        help="also run every case with the sockets bound to this address (e.g. 127.0.0.1)",
+    )
+    p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        child(int(args.child[0]), int(args.child[1]), args.child[2], bool(args.child[3]))
+        port, connections, rate, busy, source = args.child
+        child(int(port), int(connections), float(rate), busy == "1", source or None)
         return 0
     log = Path(tempfile.mkstemp(prefix="echolab-client-memory-", suffix=".log")[1])
     cmd = [venv_bin("wsecho"), "--backend", "picows", "--host", "127.0.0.1", "--port", "0"]
@@ -111,9 +123,11 @@ def main() -> int:
             print(f"wsecho did not start: {log.read_text()}", file=sys.stderr)
             return 1
         rows = []
-        for rate, busy in [(r, b) for r in parse_int_list(args.rates) for b in (0, 1)]:
+        sources = ["", args.source_address] if args.source_address else [""]
+        cases = [(r, b, s) for r in parse_int_list(args.rates) for b in (0, 1) for s in sources]
+        for rate, busy, source in cases:
             argv = [sys.executable, __file__, "--child", str(port), str(args.connections)]
-            argv += [str(rate), str(busy)]
+            argv += [str(rate), str(busy), source]
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
             if proc.returncode != 0 or not lines:
@@ -121,12 +135,12 @@ def main() -> int:
                 return 1
             r = json.loads(lines[-1])
             rows.append(
-                [f"{rate:,}/s", "yes" if busy else "no", f"{int(r['open']):,}",
+                [f"{rate:,}/s", "yes" if busy else "no", source or "-", f"{int(r['open']):,}",
                  f"{int(r['failed']):,}", f"{int(r['in_flight']):,}", f"{r['idle'] / 1024:.2f}",
                  f"{r['traffic'] / 1024:.2f}"]
             )  # fmt: skip
         print(f"one wsswarm worker, {args.connections:,} connections to wsecho on 127.0.0.1")
-        headers = ["ramp", "traffic in ramp", "open", "failed", "max in flight"]
+        headers = ["ramp", "traffic in ramp", "source address", "open", "failed", "max in flight"]
         print(table([*headers, "KiB/conn all open", "KiB/conn 3 s later"], rows))
     finally:
         server.terminate()

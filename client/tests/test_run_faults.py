@@ -189,3 +189,60 @@ def test_source_addresses_multiply_the_local_ports(
     assert three["errors"] == {}, log
     assert three["connections"] == {"attempted": 2500, "open": 2500, "failed": 0, "dropped": 0}
     assert three["params"]["source_address"] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+
+
+def test_one_source_address_shares_its_ports_between_destinations(
+    tmp_path: Path, in_private_netns: Callable[[Path], subprocess.CompletedProcess[str]]
+) -> None:
+    """IP_BIND_ADDRESS_NO_PORT itself: 1,600 connections from one address, with 1,000 ports.
+
+    In a private network namespace with 1,000 local ports, two runs with one --start-at (so
+    one planned window) each hold 800 connections from 127.0.0.1, one to wsecho on 8080 and
+    one to wsecho on 8081. The kernel picks the port at connect time per 4-tuple, so each
+    destination has the whole range and all 1,600 are open at once. A plain bind would pick
+    the port for the address alone: 1,600 sockets cannot bind 1,000 ports, and ~600 attempts
+    would fail as addr_not_available.
+    """
+    python = sys.executable
+    run = (
+        f"{python} -m wsswarm run --processes 1 --connections 800 --connect-rate 400 "
+        "--warmup 1 --duration 2 --connect-timeout 5 --source-address 127.0.0.1"
+    )
+    script = tmp_path / "inner.sh"
+    script.write_text(
+        "set -e\n"
+        "ip link set lo up\n"
+        "sysctl -q -w net.ipv4.ip_local_port_range='40000 40999'\n"
+        "for port in 8080 8081; do\n"
+        f"  {python} -m wsecho --backend picows --host 127.0.0.1 --port $port "
+        f"> {tmp_path}/wsecho$port.log 2>&1 &\n"
+        f"  for i in $(seq 200); do grep -q 'serving on port' {tmp_path}/wsecho$port.log && "
+        "break; sleep 0.05; done\n"
+        "done\n"
+        "set +e\n"
+        f"start=$(( $(date +%s) + 3 ))\n"
+        f"{run} --url ws://127.0.0.1:8080/ --start-at $start --out {tmp_path}/to8080 "
+        f"> {tmp_path}/to8080.log 2>&1 &\n"
+        "first=$!\n"
+        f"{run} --url ws://127.0.0.1:8081/ --start-at $start --out {tmp_path}/to8081 "
+        f"> {tmp_path}/to8081.log 2>&1 &\n"
+        "second=$!\n"
+        f"wait $first; echo $? > {tmp_path}/to8080.rc\n"
+        f"wait $second; echo $? > {tmp_path}/to8081.rc\n"
+        "kill $(pgrep -P $$ -f wsecho) 2>/dev/null || true\n"
+    )
+    in_private_netns(script)
+    summaries = []
+    for port in (8080, 8081):
+        log = (tmp_path / f"to{port}.log").read_text()
+        assert (tmp_path / f"to{port}.rc").read_text().strip() == "0", log
+        summary = json.loads((tmp_path / f"to{port}" / "summary.json").read_text())
+        assert summary["errors"] == {}, log
+        assert summary["connections"] == {"attempted": 800, "open": 800, "failed": 0, "dropped": 0}
+        assert summary["params"]["source_address"] == ["127.0.0.1"]
+        summaries.append(summary)
+    # One planned window for both: the 1,600 connections were open at the same time.
+    assert {s["ramp"]["window"] for s in summaries} == {"planned"}
+    assert summaries[0]["measure_started"] == summaries[1]["measure_started"]
+    assert summaries[0]["measure_ended"] == summaries[1]["measure_ended"]
+    assert all(s["ramp"]["completed_before_window"] for s in summaries)

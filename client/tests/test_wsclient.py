@@ -338,11 +338,23 @@ class Dialed(Recorder):
         self.reported_at_open = len(self.log)
 
 
+@pytest.fixture(params=[(), ("127.0.0.1",)], ids=["loop_socket", "source_address"])
+def sources(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """Both ways a Dialer connects: a socket the loop makes, or one of ours bound to a source
+    address (IP_BIND_ADDRESS_NO_PORT) whose connect ends in a writer callback."""
+    return tuple(request.param)
+
+
 def dial_all(
-    port: int, count: int, timeout: float, answer: Callable[[bytes], bytes | None] | None = None
+    port: int,
+    count: int,
+    timeout: float,
+    answer: Callable[[bytes], bytes | None] | None = None,
+    sources: tuple[str, ...] = (),
 ) -> tuple[list[tuple[Recorder, BaseException | None]], float, Dialer]:
-    """Dial `count` attempts to 127.0.0.1:`port`; the server (when `answer` is given) replies
-    to each request with answer(request), or closes when that is None."""
+    """Dial `count` attempts to 127.0.0.1:`port` (from `sources` in turn, when given); the
+    server (when `answer` is given) replies to each request with answer(request), or closes
+    when that is None."""
     log: list[tuple[Recorder, BaseException | None]] = []
 
     async def main() -> tuple[float, Dialer]:
@@ -366,6 +378,8 @@ def dial_all(
             path="/",
             timeout=timeout,
             address=("127.0.0.1", port),
+            family=socket.AF_INET,
+            source_addresses=sources,
         )
         Dialed.log = log
         started = loop.time()
@@ -396,9 +410,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_dialer_opens_connections_and_reports_each_once() -> None:
+def test_dialer_opens_connections_and_reports_each_once(sources: tuple[str, ...]) -> None:
     """Every attempt is reported once, after the protocol's on_open (so owners count it)."""
-    log, _elapsed, dialer = dial_all(free_port(), 30, 5.0, good_answer)
+    log, _elapsed, dialer = dial_all(free_port(), 30, 5.0, good_answer, sources)
     assert len(log) == 30
     assert len({id(conn) for conn, _ in log}) == 30
     for index, (conn, exc) in enumerate(log):
@@ -418,33 +432,33 @@ def test_dialer_opens_connections_and_reports_each_once() -> None:
     ],
 )
 def test_dialer_reports_rejected_and_closed_upgrades(
-    answer: Callable[[bytes], bytes | None], kind: str
+    answer: Callable[[bytes], bytes | None], kind: str, sources: tuple[str, ...]
 ) -> None:
-    log, _elapsed, dialer = dial_all(free_port(), 5, 5.0, answer)
+    log, _elapsed, dialer = dial_all(free_port(), 5, 5.0, answer, sources)
     assert [errors.classify(exc) for _conn, exc in log if exc is not None] == [kind] * 5
     assert not any(conn.opened for conn, _ in log)
     assert dialer.in_flight == 0
 
 
-def test_dialer_reports_a_refused_connect() -> None:
-    log, _elapsed, dialer = dial_all(free_port(), 3, 5.0)  # nothing listens there
+def test_dialer_reports_a_refused_connect(sources: tuple[str, ...]) -> None:
+    log, _elapsed, dialer = dial_all(free_port(), 3, 5.0, sources=sources)  # nothing listens
     assert [errors.classify(exc) for _conn, exc in log if exc is not None] == ["refused"] * 3
     assert dialer.in_flight == 0
 
 
-def test_dialer_times_out_both_phases_with_one_timer() -> None:
+def test_dialer_times_out_both_phases_with_one_timer(sources: tuple[str, ...]) -> None:
     """A listener that never accepts, queue of 1: some attempts wait for the upgrade answer,
     the others for a SYN-ACK; all end at the timeout (plus at most one sweep)."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
-        log, elapsed, dialer = dial_all(listener.getsockname()[1], 8, 0.3)
+        log, elapsed, dialer = dial_all(listener.getsockname()[1], 8, 0.3, sources=sources)
     assert [errors.classify(exc) for _conn, exc in log if exc is not None] == ["timeout"] * 8
     assert 0.3 <= elapsed < (0.3 + Dialer.SWEEP_S) * 3 * TIMEOUT_FACTOR
     assert dialer.in_flight == 0
 
 
-def test_dialer_cancel_all_reports_nothing_and_closes() -> None:
+def test_dialer_cancel_all_reports_nothing_and_closes(sources: tuple[str, ...]) -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
@@ -471,6 +485,8 @@ def test_dialer_cancel_all_reports_nothing_and_closes() -> None:
                 path="/",
                 timeout=0.2,
                 address=("127.0.0.1", port),
+                family=socket.AF_INET,
+                source_addresses=sources,
             )
             for _ in range(4):
                 dialer.dial(Recorder())

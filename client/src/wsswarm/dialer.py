@@ -7,6 +7,8 @@ upgrade are each bounded by the same timeout.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
 from collections.abc import Callable, Sequence
 from time import perf_counter_ns
@@ -128,7 +130,7 @@ CONNECTING, UPGRADING, SUCCEEDED, FAILED = 0, 1, 2, 3
 class Attempt:
     """One connection attempt of a Dialer: the protocol factory, and the upgrade's waiter."""
 
-    __slots__ = ("conn", "dialer", "since", "started_ns", "state", "task", "written")
+    __slots__ = ("conn", "dialer", "since", "sock", "started_ns", "state", "task", "written")
 
     def __init__(self, dialer: Dialer, conn: ClientProtocol) -> None:
         self.dialer = dialer
@@ -138,6 +140,8 @@ class Attempt:
         self.started_ns = perf_counter_ns()  # dial, then the request written: for durations
         self.written = False
         self.task: asyncio.Task[Any] | None = None  # uvloop's create_connection, until it ends
+        # With a source address: our socket, while its non-blocking connect is pending.
+        self.sock: socket.socket | None = None
 
     def __call__(self) -> ClientProtocol:
         """The protocol factory given to create_connection (no closure per attempt)."""
@@ -147,6 +151,10 @@ class Attempt:
     def connected(self, task: asyncio.Task[Any]) -> None:
         self.task = None
         self.dialer.connected(self, task)
+
+    def writable(self) -> None:
+        """The pending connect of `sock` has ended (the loop's writer callback)."""
+        self.dialer.sock_connected(self)
 
     # ---- Waiter: what the protocol calls --------------------------------------------------
 
@@ -177,7 +185,9 @@ class Dialer:
     between the connections that remain (CPython's allocator returns none of a 1 MiB arena
     while one object in it lives). Here an attempt is one small `Attempt` (the protocol
     factory and the upgrade's waiter); only uvloop's `create_connection` coroutine still runs
-    in a Task, and only until the TCP connect is done. The deadlines of all attempts are
+    in a Task, and only until the TCP connect is done. With source addresses the TCP connect
+    is a non-blocking `connect` on a socket of ours and a writer callback (no Task), then the
+    same Task makes the transport over the connected socket. The deadlines of all attempts are
     checked by one timer every `SWEEP_S`: attempts sit in two insertion-ordered dicts (one per
     phase, oldest first, all with the same timeout), so the check stops at the first attempt
     not yet due, and an attempt that ends leaves its dict at once.
@@ -239,31 +249,56 @@ class Dialer:
         attempt = Attempt(self, conn)
         request, accept = upgrade_request(self.host, self.path)
         conn.upgrade = (request, accept, attempt)
+        self.connecting[attempt] = None
         if self.source_addresses:
             source = self.source_addresses[self.next_source % len(self.source_addresses)]
             self.next_source += 1
-            task = self.loop.create_task(self._connect_from(attempt, source))
+            self._connect_from(attempt, source)
         else:
             host, port = self.address[0], self.address[1]
-            task = self.loop.create_task(
-                self.loop.create_connection(attempt, host, port, family=self.family)
-            )
-        attempt.task = task
-        task.add_done_callback(attempt.connected)
-        self.connecting[attempt] = None
+            self._transport(attempt, host, port, family=self.family)
         if self._timer is None:
             self._timer = self.loop.call_later(self.SWEEP_S, self._sweep)
 
-    async def _connect_from(self, attempt: Attempt, source: str) -> tuple[Any, Any]:
-        """The TCP connect from `source` (a socket of ours: the loop cannot set the bind
-        option), then the transport over it."""
-        sock = client_socket(self.family, source)
+    def _transport(self, attempt: Attempt, *args: Any, **kwargs: Any) -> None:
+        """uvloop's create_connection for `attempt`: its one Task, until the transport exists."""
+        task = self.loop.create_task(self.loop.create_connection(attempt, *args, **kwargs))
+        attempt.task = task
+        task.add_done_callback(attempt.connected)
+
+    def _connect_from(self, attempt: Attempt, source: str) -> None:
+        """The TCP connect from `source`: on a socket of ours (the loop cannot set the bind
+        option), non-blocking, its end told by a writer callback; no Task, coroutine or
+        future until the loop makes the transport over the connected socket."""
         try:
-            await self.loop.sock_connect(sock, self.address)
-        except BaseException:
-            sock.close()
-            raise
-        return await self.loop.create_connection(attempt, sock=sock)
+            sock = client_socket(self.family, source)
+        except OSError as exc:  # EMFILE, or an address this host no longer has
+            self.loop.call_soon(self.finish, attempt, exc)
+            return
+        attempt.sock = sock
+        try:
+            code = sock.connect_ex(self.address)
+        except OSError as exc:
+            code = exc.errno or errno.EINVAL
+        if code == errno.EINPROGRESS:
+            self.loop.add_writer(sock.fileno(), attempt.writable)
+        elif code == 0:
+            self.loop.call_soon(self.sock_connected, attempt)
+        else:  # EADDRNOTAVAIL: no local port left for this 4-tuple; ENETUNREACH
+            self.loop.call_soon(self.finish, attempt, OSError(code, os.strerror(code)))
+
+    def sock_connected(self, attempt: Attempt) -> None:
+        """The connect of `attempt.sock` has ended: fail, or hand the socket to the loop."""
+        sock = attempt.sock
+        if sock is None:  # the attempt ended meanwhile (timeout, cancel)
+            return
+        self.loop.remove_writer(sock.fileno())
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            self.finish(attempt, OSError(code, os.strerror(code)))  # closes the socket
+            return
+        attempt.sock = None  # the transport owns it from here
+        self._transport(attempt, sock=sock)
 
     def connected(self, attempt: Attempt, task: asyncio.Task[Any]) -> None:
         """create_connection ended (its Task's done callback)."""
@@ -325,10 +360,14 @@ class Dialer:
         else:
             del self.upgrading[attempt]
 
-    @staticmethod
-    def _drop(attempt: Attempt, conn: ClientProtocol) -> None:
+    def _drop(self, attempt: Attempt, conn: ClientProtocol) -> None:
         conn.upgrade = None
-        if attempt.task is not None:
+        sock = attempt.sock
+        if sock is not None:
+            attempt.sock = None
+            self.loop.remove_writer(sock.fileno())
+            sock.close()
+        elif attempt.task is not None:
             attempt.task.cancel()  # uvloop closes the transport it was connecting
         elif conn.transport is not None:
             conn.transport.abort()  # nothing when the protocol closed it already

@@ -30,14 +30,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str, *, zero_ok: bool) -> float:
+    """A finite number above zero (or at least zero, when `zero_ok`), for argparse."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number: {text}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        wanted = "zero or more" if zero_ok else "a positive number"
+        raise argparse.ArgumentTypeError(f"must be {wanted}: {text}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, zero_ok=False)
+
+
+def _non_negative_float(text: str) -> float:
+    return _number(text, zero_ok=True)
 
 
 def _address_list(text: str) -> list[str]:
@@ -56,16 +66,6 @@ def _run_token(text: str) -> str:
     if not RUN_TOKEN_PATTERN.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r}: 1-128 characters of A-Z a-z 0-9 . _ ~ + / = -")
     return text
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more: {text}")
-    return value
 
 
 def _slo_expr(text: str) -> str:
