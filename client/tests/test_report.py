@@ -608,6 +608,10 @@ def test_real_runs_of_two_hosts_merge_exactly(
     assert echo["roundtrips_per_s_cv"] is not None
     for key in ("connect_ms", "upgrade_ms"):
         assert 0 < echo[key]["p50"] <= echo[key]["p99"] <= echo[key]["max"]
+    for name, host_summary in hosts.items():
+        # Each client host's sockstat, from its run: its 20 connections, both ends on loopback.
+        assert echo["hosts"][name]["kernel"] == host_summary["kernel"]
+        assert host_summary["kernel"]["tcp_inuse_max"] >= 40
     assert (
         list(echo["server"]["components"]) == [f"wsecho[{server.pid}]"]
         or list(echo["server"]["components"]) == [f"python3[{server.pid}]"]

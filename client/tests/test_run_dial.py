@@ -1,7 +1,9 @@
-"""Connect and upgrade latency (`connect_ms`, `upgrade_ms`) of `wsswarm run`, on 127.0.0.1."""
+"""Connect and upgrade latency (`connect_ms`, `upgrade_ms`) and the client host's kernel TCP
+figures (`kernel`) of `wsswarm run`, on 127.0.0.1."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
@@ -36,6 +38,12 @@ def test_connect_and_upgrade_latency_of_every_connection(
     for key in ("connect_ms", "upgrade_ms"):
         assert ordered(summary[key]), summary[key]
         assert 0 < summary[key]["p50"] < 1000
+    # The client host's sockstat in the window: both ends of the 6 connections live in this
+    # network namespace (wsecho is on loopback), and the kernel's TCP memory is counted.
+    kernel = summary["kernel"]
+    assert kernel["tcp_inuse_max"] >= 12
+    assert kernel["tcp_alloc_at_max"] >= 12
+    assert kernel["tcp_mem_bytes_max"] % os.sysconf("SC_PAGE_SIZE") == 0
 
 
 def test_connect_latency_shows_a_server_that_does_not_accept(

@@ -122,6 +122,14 @@ class SloResult(TypedDict):
     passed: bool
 
 
+class ClientKernel(TypedDict):
+    """A client host's sockstat over its measured window (summary.json `kernel`)."""
+
+    tcp_inuse_max: int  # TCP sockets of the run's network namespace
+    tcp_mem_bytes_max: int  # the kernel's TCP socket buffer memory at its peak
+    tcp_alloc_at_max: int  # the kernel's TCP sockets then
+
+
 class _RunSummaryBase(TypedDict):
     format_version: int
     tool: str
@@ -150,6 +158,7 @@ class _RunSummaryBase(TypedDict):
 class RunSummary(_RunSummaryBase, total=False):
     """`summary.json` of one `wsswarm run --out` directory."""
 
+    kernel: ClientKernel | None  # this host's sockstat over the measured window
     connect_ms: LatencyMs | None  # dial to TCP connected, all successful attempts of the run
     upgrade_ms: LatencyMs | None  # TCP connected (request written) to the 101 handled
     slo: list[SloResult]  # the --slo gates; [] without any

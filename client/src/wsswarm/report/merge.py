@@ -360,6 +360,8 @@ def _host_figures(
         "last_tick": last_t,
         "status": (host.summary or {}).get("status"),
         "sampler": host.sampler is not None,
+        # The client host's sockstat in its window (summary.json of its run), when it has one.
+        "kernel": (host.summary or {}).get("kernel"),
     }
     for worker in mine:
         end_record = worker.series.end

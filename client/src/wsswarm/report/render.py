@@ -348,12 +348,22 @@ def markdown(summary: dict[str, Any], plots: list[tuple[str, str]]) -> str:
                     _num(h.get("failed")),
                     str(h.get("status") or "-"),
                     "yes" if h.get("sampler") else "",
+                    _mb((h.get("kernel") or {}).get("tcp_mem_bytes_max")),
                 ]
                 for name, h in sorted(hosts.items())
             ]
             out.append(
                 md_table(
-                    ["host", "workers", "round-trips/s", "p99 ms", "failed", "run", "sampler"],
+                    [
+                        "host",
+                        "workers",
+                        "round-trips/s",
+                        "p99 ms",
+                        "failed",
+                        "run",
+                        "sampler",
+                        "kernel TCP MB",
+                    ],
                     rows,
                 )
             )

@@ -13,7 +13,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from wsswarm import slo
+from wsswarm import slo, sockstat
 from wsswarm.console import Console
 from wsswarm.run.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SLO
 from wsswarm.run.plan import planned_window, split, window_missed
@@ -65,6 +65,9 @@ class Master:
         self.pending_ticks: dict[int, dict[int, dict[str, Any]]] = {}
         self.compat_rt = 0
         self.compat_latencies: list[float] = []
+        # This host's TCP sockets and the kernel's TCP memory at its peak in the window.
+        self.kernel_peak: sockstat.SockStat | None = None
+        self.kernel_inuse_max = 0
         # Encoded connect and upgrade histograms of every tick (all phases), for the summary.
         self.dial_histograms: dict[str, list[str]] = {"connect": [], "upgrade": []}
 
@@ -219,6 +222,8 @@ class Master:
             if f"{phase}_histogram" in record:
                 encoded.append(record[f"{phase}_histogram"])
         if record["phase"] == "measure":
+            if worker.index == 0:
+                self.read_kernel()
             worker.measure_ticks.append(record)
             worker.cpu_measure.append(record["cpu_percent"])
         index = round(record["t"] - self.t0)
@@ -229,6 +234,17 @@ class Master:
             self.pending_ticks.pop(index, None)
             self.console.tick(index, list(bucket.values()), self.args.connections)
             self.check_fail_fast()
+
+    def read_kernel(self) -> None:
+        """Once a measured second: this host's sockstat (its network namespace, the kernel's
+        TCP memory); a kernel without it leaves the summary's `kernel` null."""
+        try:
+            now = sockstat.read_sockstat()
+        except (OSError, ValueError):
+            return
+        self.kernel_inuse_max = max(self.kernel_inuse_max, now.tcp_inuse)
+        if self.kernel_peak is None or now.tcp_mem_bytes > self.kernel_peak.tcp_mem_bytes:
+            self.kernel_peak = now
 
     def check_fail_fast(self) -> None:
         ticks = [w.last_tick for w in self.workers if w.last_tick]

@@ -108,6 +108,13 @@ def summarize(master: Master) -> RunSummary:
         "roundtrips_total": sum(e.get("roundtrips_total", 0) for e in ends),
         "messages_sent": sum(e.get("sent_total", 0) for e in ends),
         "histogram": latency.encode(hist),
+        "kernel": None
+        if master.kernel_peak is None
+        else {
+            "tcp_inuse_max": master.kernel_inuse_max,
+            "tcp_mem_bytes_max": master.kernel_peak.tcp_mem_bytes,
+            "tcp_alloc_at_max": master.kernel_peak.tcp_alloc,
+        },
         "connect_ms": dial_ms["connect"],
         "upgrade_ms": dial_ms["upgrade"],
     }

@@ -15,7 +15,7 @@ them (not for a libvirt domain: the guest kernel's socket memory is inside the q
 The file format is in docs/formats.md ("wsswarm sample").
 
 Modules: `readings` (the records a source returns), `cgroup` (cgroup lookup and reading),
-`kernel` (TCP socket memory from sockstat),
+
 `sources` (pid, name, Docker and libvirt lookups), `sampler` (the loop and its JSON lines),
 `cli` (options and entry point).
 """
@@ -29,7 +29,6 @@ from wsswarm.sample.cgroup import (
     read_cgroup,
 )
 from wsswarm.sample.cli import configure_parser, main, make_source
-from wsswarm.sample.kernel import SockStat, parse_sockstat, read_sockstat
 from wsswarm.sample.readings import Reading, SampleError, Snapshot
 from wsswarm.sample.sampler import Sampler, run_sampler
 from wsswarm.sample.sources import (
@@ -47,6 +46,7 @@ from wsswarm.sample.sources import (
     find_vhost_threads,
     qemu_guest_name,
 )
+from wsswarm.sockstat import SockStat, parse_sockstat, read_sockstat
 
 __all__ = [
     "FORMAT_VERSION",

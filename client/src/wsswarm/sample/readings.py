@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wsswarm.sample.kernel import SockStat
+from wsswarm.sockstat import SockStat
 
 
 class SampleError(Exception):

@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 
 from wsswarm.sample.cgroup import cgroup_dirs_by_id, cgroup_dirs_of_pid, cgroup_mounts, read_cgroup
-from wsswarm.sample.kernel import read_sockstat
 from wsswarm.sample.readings import Reading, SampleError, Snapshot
+from wsswarm.sockstat import read_sockstat
 
 # The pid files of the system libvirt daemon (qemu:///system).
 LIBVIRT_RUN_DIR = "/run/libvirt/qemu"

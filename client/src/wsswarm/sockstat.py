@@ -1,6 +1,6 @@
-"""TCP socket memory from the kernel's view, `/proc/<pid>/net/sockstat`.
+"""TCP socket memory from the kernel's view, `/proc/<pid>/net/sockstat` (sampler and run).
 
-Read through a process of the server, sockstat shows that process's network namespace. Its
+Read through a process, sockstat shows that process's network namespace. Its
 `TCP: inuse` counts the sockets of that namespace; `alloc` and `mem` (socket buffer memory,
 in pages) are kept by the kernel for all namespaces together, so they are the whole kernel's.
 """
