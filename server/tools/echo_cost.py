@@ -61,6 +61,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def start_client(
+    client_py: Path, port: int, connections: int, seconds: float
+) -> subprocess.Popen[str]:
+    """The picows client on CPU 1 with its connections open; `go(client)` starts the load."""
+    args = [str(client_py), str(port), str(connections), str(seconds)]
+    client = subprocess.Popen(
+        ["taskset", "-c", "1", sys.executable, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdout is not None
+    assert client.stdout.readline().strip() == "ready"
+    return client
+
+
+def go(client: subprocess.Popen[str]) -> None:
+    """Start the load: the client prints the round trips of its next `seconds`."""
+    assert client.stdin is not None
+    client.stdin.write("go\n")
+    client.stdin.flush()
+
+
 def measure(
     server_cmd: list[str], port: int, connections: int, seconds: float
 ) -> tuple[float, float]:
@@ -71,27 +94,10 @@ def measure(
         server = subprocess.Popen(["taskset", "-c", "0", *server_cmd], stderr=subprocess.DEVNULL)
         try:
             time.sleep(2)
-            client = subprocess.Popen(
-                [
-                    "taskset",
-                    "-c",
-                    "1",
-                    sys.executable,
-                    str(client_py),
-                    str(port),
-                    str(connections),
-                    str(seconds),
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
+            client = start_client(client_py, port, connections, seconds)
             assert client.stdout is not None
-            assert client.stdin is not None
-            assert client.stdout.readline().strip() == "ready"
             cpu_before = cpu_seconds(server.pid)
-            client.stdin.write("go\n")
-            client.stdin.flush()
+            go(client)
             roundtrips = int(client.stdout.readline())
             cpu = cpu_seconds(server.pid) - cpu_before
             client.wait(10)

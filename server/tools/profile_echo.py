@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from echo_cost import CLIENT
+from echo_cost import CLIENT, go, start_client
 
 GROUPS = (
     ("write() system call", ("write (libc",)),
@@ -60,18 +60,9 @@ def main() -> int:
         )
         try:
             time.sleep(2)
-            load = [str(args.port), str(args.connections), str(args.seconds + 3)]
-            client = subprocess.Popen(
-                ["taskset", "-c", "1", sys.executable, str(client_py), *load],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            assert client.stdin is not None
+            client = start_client(client_py, args.port, args.connections, args.seconds + 3)
             assert client.stdout is not None
-            assert client.stdout.readline().strip() == "ready"
-            client.stdin.write("go\n")
-            client.stdin.flush()
+            go(client)
             time.sleep(1)
             record = [py_spy, "record", "--native", "--rate", "500", "--format", "raw", "-o"]
             subprocess.run(
