@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TEARDOWN = ROOT / "playbooks" / "teardown.yml"
 
 # role -> one parameter its teardown spec refuses, and what the refusal names. swarm_client's
-# teardown takes two paths only, which any value converts to, so it has no wrong parameter.
+# teardown takes two paths only, source_addresses' one, which any value converts to, so they have
+# no wrong parameter.
 WRONG: dict[str, tuple[dict[str, Any], str]] = {
     "vm_target": ({"vm_target_prefix": "many"}, "argument 'vm_target_prefix'"),
     "container_target": ({"container_target_app": "apache"}, "'apache'"),
@@ -33,7 +34,7 @@ WRONG: dict[str, tuple[dict[str, Any], str]] = {
         "argument 'host_tuning_unload_conntrack'",
     ),
 }
-TEARDOWN_ROLES = [*WRONG, "swarm_client"]
+TEARDOWN_ROLES = [*WRONG, "swarm_client", "source_addresses"]
 
 
 def entry_point_calls() -> list[dict[str, Any]]:
