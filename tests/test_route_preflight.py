@@ -1,0 +1,115 @@
+"""The route check refuses, before any load, a separate client host whose route to the VM's bridge
+subnet is its default route off the machine (the lab's client host: no route to 10.0.0.0/24), and
+gives `local` targets the test host's address as that client reaches it, never a host name.
+
+A lab of its own (test host + separate client host, named for this test); the check is read-only
+(`ip route get`), so no packet goes anywhere. Run under `flock /tmp/echolab-lab.lock`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = f"echolab-routes-{os.getpid()}"
+CLIENT = f"{NAME}-client"
+
+pytestmark = pytest.mark.timeout(1200)
+
+
+def _playbook(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return subprocess.run(
+        ["ansible-playbook", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+
+
+def _docker(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A test host that is also a client, and a separate client host; removed afterwards."""
+    lab = _playbook(
+        "playbooks/lab.yml",
+        "-e",
+        "lab_client=true",
+        "-e",
+        f"lab_host_name={NAME}",
+        "-e",
+        f"lab_host_client_name={CLIENT}",
+    )
+    try:
+        assert lab.returncode == 0, lab.stdout[-8000:]
+        host = {
+            "ansible_connection": "community.docker.docker",
+            "ansible_python_interpreter": "/usr/bin/python3",
+        }
+        path = tmp_path_factory.mktemp("inventory") / "hosts.json"
+        path.write_text(
+            json.dumps(
+                {
+                    "all": {
+                        "children": {
+                            "testhosts": {"hosts": {NAME: host}},
+                            "clients": {"hosts": {NAME: host, CLIENT: host}},
+                        }
+                    }
+                }
+            )
+        )
+        yield path
+    finally:
+        for name in (NAME, CLIENT):
+            _docker("rm", "-f", "-v", name)
+            _docker("volume", "rm", f"{name}-docker")
+
+
+def _preflight(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return _playbook(
+        "-i", str(inventory), "playbooks/preflight.yml", "-e", "echolab_profile=quick", *extra
+    )
+
+
+@pytest.mark.lab
+def test_vm_from_a_client_without_a_route_to_the_bridge_is_refused(inventory: Path) -> None:
+    """10.0.0.42 by the client host's default route: refused, naming host, address and route."""
+    proc = _preflight(inventory)
+    assert proc.returncode != 0, proc.stdout[-8000:]
+    out = proc.stdout
+    print([line for line in out.splitlines() if "refusing" in line])
+    assert f"refusing to send load from {CLIENT}: target vm: route to 10.0.0.42 is `" in out
+    assert "(the default route)`: the bridge subnet must be routed through the test host" in out
+    # The test host itself passes (its bridge comes at setup), and no other host is refused.
+    assert f"refusing to send load from {NAME}:" not in out
+
+
+@pytest.mark.lab
+def test_local_targets_get_the_test_host_address_the_client_reaches(inventory: Path) -> None:
+    """Without the VM, both clients pass; the separate one uses the test host's IP address."""
+    address = _docker(
+        "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", NAME
+    ).stdout.split()[0]
+    targets = [{"name": "container", "kind": "container", "address": "local", "port": 8080,
+                "path": "/", "instance": "echolab-wsecho", "app": "wsecho"}]  # fmt: skip
+    proc = _preflight(inventory, "-e", json.dumps({"echolab_targets": targets}))
+    assert proc.returncode == 0, proc.stdout[-8000:]
+    shown = [line for line in proc.stdout.splitlines() if ": container by " in line]
+    assert any(f"{CLIENT}: container by {address} dev " in line for line in shown), shown
+    assert any(f"{NAME}: container by local 127.0.0.1 dev lo" in line for line in shown), shown
