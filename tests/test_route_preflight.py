@@ -1,9 +1,12 @@
 """The route check refuses, before any load, a separate client host whose route to the VM's bridge
 subnet is its default route off the machine (the lab's client host: no route to 10.0.0.0/24), and
-gives `local` targets the test host's address as that client reaches it, never a host name.
+gives `local` targets the test host's address as that client reaches it, never a host name; a
+quick run of the container targets from both client hosts then loads them at that address, with
+the run token.
 
 A lab of its own (test host + separate client host, named for this test); the check is read-only
-(`ip route get`), so no packet goes anywhere. Run under `flock /tmp/echolab-lab.lock`."""
+(`ip route get`), and the run's load goes only to the test host inside the lab's Docker network.
+Run under `flock /tmp/echolab-lab.lock`."""
 
 from __future__ import annotations
 
@@ -81,6 +84,14 @@ def inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             _docker("volume", "rm", f"{name}-docker")
 
 
+CONTAINERS = [
+    {"name": "container", "kind": "container", "address": "local", "port": 8080, "path": "/",
+     "instance": "echolab-wsecho", "app": "wsecho"},
+    {"name": "baseline", "kind": "baseline", "address": "local", "port": 8081, "path": "/",
+     "instance": "echolab-nodejs-ws", "app": "nodejs_ws"},
+]  # fmt: skip
+
+
 def _preflight(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return _playbook(
         "-i", str(inventory), "playbooks/preflight.yml", "-e", "echolab_profile=quick", *extra
@@ -93,7 +104,6 @@ def test_vm_from_a_client_without_a_route_to_the_bridge_is_refused(inventory: Pa
     proc = _preflight(inventory)
     assert proc.returncode != 0, proc.stdout[-8000:]
     out = proc.stdout
-    print([line for line in out.splitlines() if "refusing" in line])
     assert f"refusing to send load from {CLIENT}: target vm: route to 10.0.0.42 is `" in out
     assert "(the default route)`: the bridge subnet must be routed through the test host" in out
     # The test host itself passes (its bridge comes at setup), and no other host is refused.
@@ -106,10 +116,34 @@ def test_local_targets_get_the_test_host_address_the_client_reaches(inventory: P
     address = _docker(
         "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", NAME
     ).stdout.split()[0]
-    targets = [{"name": "container", "kind": "container", "address": "local", "port": 8080,
-                "path": "/", "instance": "echolab-wsecho", "app": "wsecho"}]  # fmt: skip
-    proc = _preflight(inventory, "-e", json.dumps({"echolab_targets": targets}))
+    proc = _preflight(inventory, "-e", json.dumps({"echolab_targets": CONTAINERS[:1]}))
     assert proc.returncode == 0, proc.stdout[-8000:]
     shown = [line for line in proc.stdout.splitlines() if ": container by " in line]
     assert any(f"{CLIENT}: container by {address} dev " in line for line in shown), shown
     assert any(f"{NAME}: container by local 127.0.0.1 dev lo" in line for line in shown), shown
+
+
+@pytest.mark.lab
+def test_containers_measured_from_both_client_hosts(inventory: Path, tmp_path: Path) -> None:
+    """site.yml (quick, container targets): both client hosts load each target at the address the
+    route check gave them, wsswarm checks the run token, no connection fails."""
+    address = _docker(
+        "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", NAME
+    ).stdout.split()[0]
+    proc = _playbook(
+        "-i", str(inventory), "site.yml", "-e", "echolab_profile=quick",
+        "-e", json.dumps({"echolab_targets": CONTAINERS}),
+        "-e", f"echolab_results_dir={tmp_path}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-12000:]
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    token = _docker("exec", NAME, "cat", "/var/lib/echolab/run-token").stdout.strip()
+    assert len(token) == 32
+    for target, port in (("container", 8080), ("baseline", 8081)):
+        status = json.loads((run / target / "status.json").read_text())
+        assert status["status"] == "ok", status
+        for host, url in ((NAME, f"ws://127.0.0.1:{port}/"), (CLIENT, f"ws://{address}:{port}/")):
+            assert status["hosts"][host]["url"] == url, status
+            summary = json.loads((run / target / host / "summary.json").read_text())
+            assert summary["connections"]["failed"] == 0, summary
+            assert summary["roundtrips"] > 0, summary
