@@ -240,7 +240,8 @@ def judge(
         return (
             "the bridge subnet must be routed through the test host "
             f"({', '.join(testhost_addresses) or 'address unknown'}); "
-            "this traffic would go elsewhere"
+            "this traffic would go elsewhere (the VM's bridge is isolated: measure the VM from "
+            "the test host only, or leave the vm target out of a run with other client hosts)"
         )
     if route.prefix in (None, 0):
         return "it would follow the default route off this machine, not a route to the test host"
