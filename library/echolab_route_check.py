@@ -115,7 +115,8 @@ class Route:
             parts += ["dev", self.dev]
         if self.src:
             parts += ["src", self.src]
-        if self.prefix == 0:
+        # A local route lives in the local table; the main table's default says nothing about it.
+        if self.prefix == 0 and self.kind == "unicast":
             parts.append("(the default route)")
         return " ".join(p for p in parts if p)
 

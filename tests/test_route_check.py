@@ -88,8 +88,9 @@ def test_parse_bridge_and_local() -> None:
     """On-link bridge routes have no gateway; `local` routes carry their type."""
     bridge = _route("10.0.0.42", BRIDGE, "10.0.0.0/24 dev br-test proto kernel scope link \n")
     assert (bridge.kind, bridge.dev, bridge.via, bridge.prefix) == ("unicast", "br-test", None, 24)
-    loop = _route("127.0.0.1", LOOPBACK)
+    loop = _route("127.0.0.1", LOOPBACK, MATCH_DEFAULT)
     assert (loop.kind, loop.dev) == ("local", "lo")
+    assert loop.describe() == "local 127.0.0.1 dev lo src 127.0.0.1"
 
 
 @pytest.mark.parametrize(
