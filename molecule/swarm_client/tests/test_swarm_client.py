@@ -7,6 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 VENV = "/opt/echolab/venv"
+PIP_LOG = "/var/log/echolab-molecule-pip.log"
 
 
 def _pins() -> dict[str, str]:
@@ -46,6 +47,12 @@ def test_wheelhouse_copied_with_constraints(host) -> None:
 
 
 def test_installed_without_an_index(host) -> None:
-    """No pip configuration points the host at an index: the install used the wheelhouse only."""
-    assert not host.file("/etc/pip.conf").exists
+    """pip's own debug log of the install (PIP_LOG, set by converge.yml) shows that it ignored
+    every index and opened no HTTP connection: the wheelhouse alone provided the packages."""
+    log = host.file(PIP_LOG)
+    assert log.exists, f"{PIP_LOG} is missing: pip never ran with converge.yml's environment"
+    text = log.content_string
+    assert "Ignoring indexes:" in text
+    assert "Starting new HTTP" not in text
+    assert "Looking in indexes" not in text
     assert host.run(f"{VENV}/bin/python -c 'import wsswarm, uvloop, hdrh, psutil'").rc == 0

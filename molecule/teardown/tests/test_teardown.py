@@ -3,7 +3,14 @@ read-only /proc/sys as the lab container had them before converge."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
+
+# Written by converge.yml: the values before any role ran, and a copy of host_tuning's own record.
+BEFORE = "/root/echolab-molecule-before.json"
+TUNING_BEFORE = "/root/echolab-molecule-host_tuning-before.json"
 
 
 @pytest.mark.parametrize(
@@ -29,17 +36,22 @@ def test_network_and_bridge_removed(host) -> None:
     assert not host.file("/sys/class/net/bridge43").exists
 
 
-@pytest.mark.parametrize(
-    ("key", "value"),
-    [
-        ("net.core.somaxconn", "4096"),
-        ("net.ipv4.ip_local_port_range", "32768 60999"),
-        ("net.ipv4.tcp_tw_reuse", "2"),
-    ],
-)
-def test_kernel_values_restored(host, key: str, value: str) -> None:
-    """The container's network keys are back at the kernel defaults found before tuning."""
-    assert host.check_output(f"sysctl -n {key}").split() == value.split()
+def _json(host, path: str) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads(host.file(path).content_string)
+    return record
+
+
+def test_kernel_values_restored(host) -> None:
+    """Every key host_tuning recorded is back at the value the host had before converge (recorded
+    by converge.yml before any role ran), and host_tuning recorded those same values."""
+    before = _json(host, BEFORE)["sysctl"]
+    recorded = _json(host, TUNING_BEFORE)["sysctl"]
+    assert recorded, "host_tuning recorded no key"
+    for key, value in recorded.items():
+        now = host.check_output(f"sysctl -n {key}").split()
+        assert key in before, f"{key} was not readable before converge"
+        assert str(value).split() == before[key].split(), f"{key}: host_tuning recorded {value}"
+        assert now == before[key].split(), f"{key} is {now}, was {before[key]} before converge"
 
 
 def test_proc_sys_read_only_again(host) -> None:
@@ -49,5 +61,6 @@ def test_proc_sys_read_only_again(host) -> None:
 
 
 def test_services_back_to_default_limit(host) -> None:
-    """systemd no longer hands services the raised file limit."""
-    assert host.check_output("systemctl show --property=DefaultLimitNOFILE --value") != "14096"
+    """systemd hands services the open-file limit it had before converge."""
+    now = host.check_output("systemctl show --property=DefaultLimitNOFILE --value")
+    assert now == _json(host, BEFORE)["DefaultLimitNOFILE"]
