@@ -119,6 +119,19 @@ def test_listen_queue_overflow_is_a_timeout(wsswarm: Callable[..., RunResult]) -
     assert summary["connections"]["failed"] == 6
 
 
+def _thousand_ports_two_wsecho(tmp_path: Path) -> str:
+    """Shell lines for a private namespace: 1,000 local ports, wsecho on 8080 and on 8081."""
+    return (
+        "sysctl -q -w net.ipv4.ip_local_port_range='40000 40999'\n"
+        "for port in 8080 8081; do\n"
+        f"  {sys.executable} -m wsecho --backend picows --host 127.0.0.1 --port $port "
+        f"> {tmp_path}/wsecho$port.log 2>&1 &\n"
+        f"  for i in $(seq 200); do grep -q 'serving on port' {tmp_path}/wsecho$port.log && "
+        "break; sleep 0.05; done\n"
+        "done\n"
+    )
+
+
 def test_source_addresses_multiply_the_local_ports(
     tmp_path: Path, in_private_netns: Callable[[Path], subprocess.CompletedProcess[str]]
 ) -> None:
@@ -142,15 +155,7 @@ def test_source_addresses_multiply_the_local_ports(
         "set -e\n"
         "ip link set lo up\n"
         "ip addr add 127.0.0.2/8 dev lo\n"
-        "ip addr add 127.0.0.3/8 dev lo\n"
-        "sysctl -q -w net.ipv4.ip_local_port_range='40000 40999'\n"
-        "for port in 8080 8081; do\n"
-        f"  {python} -m wsecho --backend picows --host 127.0.0.1 --port $port "
-        f"> {tmp_path}/wsecho$port.log 2>&1 &\n"
-        f"  for i in $(seq 200); do grep -q 'serving on port' {tmp_path}/wsecho$port.log && "
-        "break; sleep 0.05; done\n"
-        "done\n"
-        "set +e\n"
+        "ip addr add 127.0.0.3/8 dev lo\n" + _thousand_ports_two_wsecho(tmp_path) + "set +e\n"
         f"{run} --url ws://127.0.0.1:8080/ --source-address 127.0.0.1 "
         f"> {tmp_path}/refused.log 2>&1\n"
         f"echo $? > {tmp_path}/refused.rc\n"
@@ -211,15 +216,7 @@ def test_one_source_address_shares_its_ports_between_destinations(
     script = tmp_path / "inner.sh"
     script.write_text(
         "set -e\n"
-        "ip link set lo up\n"
-        "sysctl -q -w net.ipv4.ip_local_port_range='40000 40999'\n"
-        "for port in 8080 8081; do\n"
-        f"  {python} -m wsecho --backend picows --host 127.0.0.1 --port $port "
-        f"> {tmp_path}/wsecho$port.log 2>&1 &\n"
-        f"  for i in $(seq 200); do grep -q 'serving on port' {tmp_path}/wsecho$port.log && "
-        "break; sleep 0.05; done\n"
-        "done\n"
-        "set +e\n"
+        "ip link set lo up\n" + _thousand_ports_two_wsecho(tmp_path) + "set +e\n"
         f"start=$(( $(date +%s) + 3 ))\n"
         f"{run} --url ws://127.0.0.1:8080/ --start-at $start --out {tmp_path}/to8080 "
         f"> {tmp_path}/to8080.log 2>&1 &\n"
