@@ -44,7 +44,8 @@ def rss() -> int:
 def child(port: int, connections: int, rate: float, busy: bool, source: str | None) -> None:
     """One worker in this process; prints one JSON line."""
     import uvloop  # noqa: PLC0415 - the worker's loop, as in `wsswarm run`
-    from wsswarm import connections, worker  # noqa: PLC0415
+    from wsswarm import connections as conn_classes  # noqa: PLC0415
+    from wsswarm import worker  # noqa: PLC0415
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -58,7 +59,7 @@ def child(port: int, connections: int, rate: float, busy: bool, source: str | No
 
     async def main() -> None:
         w = worker.Worker(cfg, None)
-        connections.ClosedConn.w = w
+        conn_classes.ClosedConn.w = w
         # Quiet: no message until every connection is open. Busy: as `wsswarm run` does, each
         # connection starts its closed loop as soon as it is open, so the ramp competes with
         # the traffic of the connections already open (handshakes take longer, more at once).
