@@ -27,7 +27,10 @@ TEARDOWN = ROOT / "playbooks" / "teardown.yml"
 # no wrong parameter.
 WRONG: dict[str, tuple[dict[str, Any], str]] = {
     "vm_target": ({"vm_target_prefix": "many"}, "argument 'vm_target_prefix'"),
-    "container_target": ({"container_target_app": "apache"}, "'apache'"),
+    "container_target": (
+        {"container_target_app": "apache"},
+        "value of container_target_app must be one of: wsecho, nodejs_ws, got: apache",
+    ),
     "bridge": ({"bridge_prefix": "many"}, "argument 'bridge_prefix'"),
     "host_tuning": (
         {"host_tuning_unload_conntrack": "perhaps"},
