@@ -245,3 +245,186 @@ def test_status_failures_from_records() -> None:
     ]
     with pytest.raises(AnsibleFilterError, match="not a status record"):
         echolab.status_failures([{"status": "ok"}])
+
+
+def scale_plan(clients: list[str], connections: int = 100_000) -> dict[str, Any]:
+    params: dict[str, Any] = echolab.plan_params(
+        {"connections": connections}, PROFILES, "lab", ["th"], clients
+    )
+    return params
+
+
+ALL_TARGETS = [
+    {"name": "vm", "kind": "vm", "repetition": 1},
+    {"name": "container", "kind": "container", "repetition": 1},
+    {"name": "baseline", "kind": "baseline", "repetition": 1},
+]
+# A test host on real hardware: systemd's docker.service (LimitNOFILE=infinity: nr_open).
+HARDWARE = {"docker_proxy": False, "dockerd_nofile": 1_048_576}
+
+
+def test_target_limits_keep_the_old_values_for_small_plans() -> None:
+    """The lab and quick profiles get exactly the fixed limits of before; the lab's 20,000 caps
+    nothing under them."""
+    for connections in (50, 500, 10_000):
+        limits = echolab.target_limits(plan(connections=connections), 20_000)
+        assert limits == {
+            "container_nofile": 16_384,
+            "baseline_nofile": 16_384,
+            "vm_nofile": 100_000,
+            "wsecho_max_connections": 50_000,
+        }
+
+
+def test_target_limits_grow_with_the_plan_and_stop_at_the_ceiling() -> None:
+    """Connections + headroom, the containers capped by the host, the VM not (its own kernel)."""
+    big = echolab.target_limits(plan(connections=100_000), 1_048_576)
+    assert big["container_nofile"] == big["baseline_nofile"] == 101_024
+    assert big["vm_nofile"] == 101_024
+    assert big["wsecho_max_connections"] == 100_000
+    lab = echolab.target_limits(plan(connections=18_000), 20_000)
+    assert lab["container_nofile"] == lab["baseline_nofile"] == 19_024
+    assert echolab.target_limits(plan(connections=30_000), 20_000)["container_nofile"] == 20_000
+    assert echolab.target_limits(plan(connections=30_000))["container_nofile"] == 31_024
+
+
+@pytest.mark.parametrize(
+    ("params", "ceiling", "message"),
+    [
+        ({"processes": 1}, None, "expected the plan"),
+        ("plan", None, "expected the plan"),
+        ({"connections": 0}, None, "connections must be a whole number >= 1"),
+        ({"connections": 10}, "lots", "ceiling must be a whole number >= 1"),
+        ({"connections": 10}, 0, "ceiling must be a whole number >= 1"),
+    ],
+)
+def test_target_limits_refuse_bad_input(params: Any, ceiling: Any, message: str) -> None:
+    with pytest.raises(AnsibleFilterError, match=message):
+        echolab.target_limits(params, ceiling)
+
+
+def test_capacity_scale_plan_over_two_hosts_with_two_addresses_each_fits() -> None:
+    """100,000 connections over 2 client hosts x 2 source addresses, no docker-proxy, the
+    target limits derived from the plan: nothing refused, every path says what it holds."""
+    params = scale_plan(["c1", "c2"])
+    limits = {**HARDWARE, **echolab.target_limits(params, HARDWARE["dockerd_nofile"])}
+    result = echolab.path_capacity(params, ALL_TARGETS, limits, {"c1": 2, "c2": 2})
+    assert result["problems"] == []
+    assert [r["process"] for r in result["paths"]["vm"]] == ["qemu", "wsecho"]
+    assert [r["process"] for r in result["paths"]["container"]] == ["wsecho"]
+    assert [r["process"] for r in result["paths"]["baseline"]] == ["node"]
+    assert result["paths"]["container"][0]["holds"] == 101_024 - 14
+    assert result["paths"]["baseline"][0]["holds"] == 101_024 - 21
+
+
+def test_capacity_one_host_one_address_is_refused_with_the_arithmetic() -> None:
+    params = scale_plan(["c1"])
+    limits = {**HARDWARE, **echolab.target_limits(params, HARDWARE["dockerd_nofile"])}
+    problems = echolab.path_capacity(params, ALL_TARGETS, limits, {"c1": 1})["problems"]
+    assert problems == [
+        "client host c1: 100,000 connections from 1 source address(es) are 100,000 per address "
+        "to one target, but one address has 64,512 ports (1024-65535) per destination: add "
+        "source addresses (echolab_source_addresses) or client hosts, so that each address "
+        "holds at most 64,512"
+    ]
+    assert echolab.path_capacity(params, ALL_TARGETS, limits, {"c1": []})["problems"] == problems
+    # Two addresses on the one host fit the ports (50,000 each), as a count or as the list.
+    assert echolab.path_capacity(params, ALL_TARGETS, limits, {"c1": 2})["problems"] == []
+    two = ["192.0.2.101", "192.0.2.102"]
+    assert echolab.path_capacity(params, ALL_TARGETS, limits, {"c1": two})["problems"] == []
+
+
+def test_capacity_docker_proxy_in_the_lab_is_refused_with_the_fix() -> None:
+    """The seed profile through docker-proxy under the lab's 20,000: 6 x 10,000 + 7 > 20,000
+    (it died at ~3,100-3,300 in the measured run); both container paths are refused."""
+    params = scale_plan(["c1"], connections=10_000)
+    limits = {"docker_proxy": True, "dockerd_nofile": 20_000}
+    limits |= echolab.target_limits(params, 20_000)
+    result = echolab.path_capacity(params, ALL_TARGETS, limits, {})
+    assert len(result["problems"]) == 2
+    container, baseline = result["problems"]
+    assert container.startswith(
+        "target container: docker-proxy holds 6 open file(s) per connection + 7: "
+        "6 x 10,000 + 7 = 60,007, but its limit (dockerd's nofile) is 20,000, which holds "
+        "3,332 connections: raise dockerd's LimitNOFILE"
+    )
+    assert "docker_host_userland_proxy: false" in container
+    assert "container_target_network_mode: host" in container
+    assert baseline.startswith("target baseline: docker-proxy holds 6")
+    assert [r["process"] for r in result["paths"]["container"]] == ["docker-proxy", "wsecho"]
+    # Without the proxy the same plan fits the lab.
+    limits["docker_proxy"] = False
+    assert echolab.path_capacity(params, ALL_TARGETS, limits, {})["problems"] == []
+
+
+def test_capacity_docker_proxy_ports_beyond_60k_are_refused() -> None:
+    """Even with unlimited fds, one proxy address has ~60,000 ports to the container."""
+    params = scale_plan(["c1", "c2"], connections=61_000)
+    limits = {"docker_proxy": True, "dockerd_nofile": 10_000_000}
+    limits |= echolab.target_limits(params)
+    targets = [{"name": "container", "kind": "container"}]
+    problems = echolab.path_capacity(params, targets, limits, {})["problems"]
+    assert problems == [
+        "target container: docker-proxy reaches the container from one address, one port per "
+        "connection: 61,000 connections need 61,000 ports, over the ~60,000 one address has "
+        "to one destination: docker_host_userland_proxy: false (container_target_userland_proxy) "
+        "or container_target_network_mode: host"
+    ]
+
+
+def test_capacity_target_limits_set_by_hand_are_checked() -> None:
+    """A nofile or --max-connections below the plan is named with its arithmetic."""
+    params = scale_plan(["c1", "c2"], connections=20_000)
+    limits = {**HARDWARE, **echolab.target_limits(params)}
+    limits |= {"vm_nofile": 16_384, "wsecho_max_connections": 10_000}
+    problems = echolab.path_capacity(params, ALL_TARGETS, limits, {})["problems"]
+    assert problems == [
+        "target vm: wsecho holds 1 open file(s) per connection + 14: 1 x 20,000 + 14 = 20,014, "
+        "but its limit (vm_nofile) is 16,384, which holds 16,370 connections: raise vm_nofile "
+        "(the plan derives it unless it is set by hand)",
+        "target vm: wsecho answers 503 beyond --max-connections 10,000, under the plan's "
+        "20,000: raise it (the plan derives it unless it is set by hand)",
+        "target container: wsecho answers 503 beyond --max-connections 10,000, under the "
+        "plan's 20,000: raise it (the plan derives it unless it is set by hand)",
+    ]
+
+
+def test_capacity_notes_an_unknown_proxy_limit() -> None:
+    """Before Docker runs, dockerd's limit is unknown: noted, not refused, not guessed."""
+    params = scale_plan(["c1", "c2"], connections=10_000)
+    limits = {"docker_proxy": True, "dockerd_nofile": None, **echolab.target_limits(params)}
+    result = echolab.path_capacity(params, ALL_TARGETS, limits, {})
+    assert result["problems"] == []
+    assert result["notes"][0].startswith(
+        "target container: docker-proxy's limit (dockerd's nofile) is not known yet"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (({"clients": ["c"]}, [], {}, {}), "expected the plan"),
+        (("plan", [], {}, {}), "expected the plan"),
+        ((None, "vm", {}, {}), "targets must be a list"),
+        ((None, [], [], {}), "limits must be a dict"),
+        ((None, [], None, []), "source addresses must be a dict by host"),
+        ((None, [], {"vm_nofile": 0}, {}), "limits.vm_nofile must be a whole number >= 1"),
+        ((None, [], {"dockerd_nofile": "x"}, {}), "limits.dockerd_nofile must be a whole"),
+        ((None, [], {"docker_proxy": "maybe"}, {}), "docker_proxy must be a boolean"),
+        ((None, [{"name": "x"}], None, {}), "not a plan target"),
+        ((None, [{"name": "x", "kind": "lxc"}], None, {}), "unknown kind 'lxc'"),
+        ((None, [], None, {"c1": 0}), "source addresses of c1 must be a whole number >= 1"),
+    ],
+)
+def test_capacity_refuses_bad_input(args: tuple[Any, ...], message: str) -> None:
+    params = scale_plan(["c1"], connections=100)
+    good_limits = {"docker_proxy": False, "dockerd_nofile": 20_000}
+    good_limits |= echolab.target_limits(params)
+    plan_arg, targets, limits, sources = args
+    plan_arg = params if plan_arg is None else plan_arg
+    if limits is None:
+        limits = good_limits
+    elif isinstance(limits, dict):
+        limits = {**good_limits, **limits}
+    with pytest.raises(AnsibleFilterError, match=message):
+        echolab.path_capacity(plan_arg, targets, limits, sources)

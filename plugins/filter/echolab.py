@@ -7,6 +7,9 @@
     echolab_target_status  what the hosts recorded -> status.json of one target (docs/formats.md)
     echolab_target_failures  what the hosts recorded -> the lines of the play's final verdict
     echolab_status_failures  the run's status.json records -> the lines of the report's verdict
+    echolab_target_limits  the plan and the test host's open-file ceiling -> the targets' limits
+    echolab_path_capacity  the plan, the targets, their limits and the client hosts' source
+                           addresses -> what each path holds, and every plan it cannot hold
 
 Loaded through ansible.cfg `filter_plugins` (and ANSIBLE_FILTER_PLUGINS in molecule). Bad input
 raises AnsibleFilterError naming every problem found, so a play stops with a readable message.
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from ansible.errors import AnsibleFilterError  # type: ignore[import-untyped]
 from ansible.module_utils.parsing.convert_bool import (  # type: ignore[import-untyped]
@@ -353,6 +356,219 @@ def status_failures(statuses: Any) -> list[str]:
     return lines
 
 
+class FdCost(NamedTuple):
+    """Open files of one process on a target's path: per connection, and with no connection."""
+
+    per_connection: int
+    fixed: int
+    source: str
+
+
+# What each process on a path holds, and where the figure comes from.
+FD_COSTS: dict[str, FdCost] = {
+    "docker-proxy": FdCost(
+        6,
+        7,
+        "two sockets and two splice pipes per direction; 3,007 fds at 500 connections "
+        "(shared/reference/lab-environment.md, docker.io on Debian 12, 2026-11-30)",
+    ),
+    "wsecho": FdCost(
+        1,
+        14,
+        "one socket per connection; 14 fds with no client (bench/churn.py, bench/README.md)",
+    ),
+    "node": FdCost(
+        1,
+        21,
+        "one socket per connection; 21 fds with no client (node v20.20.2 + ws 8.23.0, "
+        "roles/container_target/files/nodejs_ws/server.js, /proc/<pid>/fd, 2026-11-30)",
+    ),
+    # QEMU carries the guest's traffic through one tap device: its fds do not grow with the
+    # connections, which the guest's wsecho holds (bounded by the guest's own limit).
+    "qemu": FdCost(0, 0, "one tap fd for all traffic; the connections are the guest's"),
+}
+# Ephemeral ports one source address has towards one destination ip:port with the range that
+# host_tuning sets on client hosts (1024-65535).
+CLIENT_PORTS_PER_ADDRESS = 64_512
+# docker-proxy connects to the container from one address (the bridge's) to one ip:port, one
+# ephemeral port per connection: the widest range gives 64,512, less what other sockets hold.
+DOCKER_PROXY_MAX_CONNECTIONS = 60_000
+# Floors of the derived target limits: the roles' fixed values before the limits were derived,
+# so a plan that fits under them (the lab and quick profiles) keeps exactly those.
+NOFILE_FLOOR = {"container": 16_384, "baseline": 16_384, "vm": 100_000}
+MAX_CONNECTIONS_FLOOR = 50_000
+# Open files a target process gets beyond its connections (health checks, logs, the loop).
+TARGET_FD_HEADROOM = 1_024
+PROXY_FIX = (
+    "raise dockerd's LimitNOFILE (a systemd drop-in for docker.service, as host_tuning writes), "
+    "or take docker-proxy out of the path: docker_host_userland_proxy: false "
+    "(container_target_userland_proxy) or container_target_network_mode: host"
+)
+
+
+def _count(name: str, value: Any, minimum: int = 0) -> int:
+    """`value` as a whole number >= minimum; AnsibleFilterError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise AnsibleFilterError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def target_limits(params: Any, ceiling: Any = None) -> dict[str, int]:
+    """The targets' limits from the plan: each target's nofile is the plan's connections plus
+    TARGET_FD_HEADROOM (never under its floor), capped by `ceiling` (the hard open-file limit a
+    process may have on the test host, e.g. dockerd's; None: no cap) for the containers; the VM
+    has its own kernel. wsecho's --max-connections is the plan's connections (floor 50,000)."""
+    if not isinstance(params, Mapping) or "connections" not in params:
+        raise AnsibleFilterError(f"echolab_target_limits: expected the plan, got {params!r}")
+    connections = _count("the plan's connections", params["connections"], 1)
+    cap = None if ceiling is None else _count("echolab_target_limits: ceiling", ceiling, 1)
+    wanted = {
+        kind: max(floor, connections + TARGET_FD_HEADROOM) for kind, floor in NOFILE_FLOOR.items()
+    }
+    for kind in ("container", "baseline"):
+        if cap is not None:
+            wanted[kind] = min(wanted[kind], cap)
+    return {
+        "container_nofile": wanted["container"],
+        "baseline_nofile": wanted["baseline"],
+        "vm_nofile": wanted["vm"],
+        "wsecho_max_connections": max(MAX_CONNECTIONS_FLOOR, connections),
+    }
+
+
+def _holds(cost: FdCost, limit: int) -> int:
+    """Connections a process with this cost holds under `limit` open files."""
+    return max(0, (limit - cost.fixed) // cost.per_connection)
+
+
+def path_capacity(params: Any, targets: Any, limits: Any, source_addresses: Any) -> dict[str, Any]:
+    """What each target's path holds against the plan, and every part that cannot hold it.
+
+    `limits`: `docker_proxy` (bool: published ports go through docker-proxy), `dockerd_nofile`
+    (dockerd's hard limit, which docker-proxy inherits; None when unknown), `container_nofile`,
+    `baseline_nofile`, `vm_nofile`, `wsecho_max_connections`. `source_addresses`: {client host:
+    number of source addresses, or their list (echolab_source_addresses)}, 1 for a host not
+    listed or an empty list. Returns {"paths": {target: [one record
+    per process: process, per_connection, fixed, limit, holds, source]}, "problems": [sentences
+    with the arithmetic and the fix], "notes": [what could not be checked]}."""
+    try:
+        connections = _count("the plan's connections", params["connections"], 1)
+        clients = list(params["clients"])
+    except (KeyError, TypeError) as exc:
+        raise AnsibleFilterError(
+            f"echolab_path_capacity: expected the plan, got {params!r}"
+        ) from exc
+    if isinstance(targets, str) or not isinstance(targets, Sequence):
+        raise AnsibleFilterError(f"echolab_path_capacity: targets must be a list, got {targets!r}")
+    if not isinstance(limits, Mapping):
+        raise AnsibleFilterError(f"echolab_path_capacity: limits must be a dict, got {limits!r}")
+    if not isinstance(source_addresses, Mapping):
+        raise AnsibleFilterError(
+            "echolab_path_capacity: source addresses must be a dict by host, "
+            f"got {source_addresses!r}"
+        )
+    for key in ("container_nofile", "baseline_nofile", "vm_nofile", "wsecho_max_connections"):
+        _count(f"echolab_path_capacity: limits.{key}", limits.get(key), 1)
+    dockerd = limits.get("dockerd_nofile")
+    if dockerd is not None:
+        _count("echolab_path_capacity: limits.dockerd_nofile", dockerd, 1)
+    try:
+        docker_proxy = boolean(limits.get("docker_proxy"), strict=True)
+    except TypeError as exc:
+        raise AnsibleFilterError(
+            "echolab_path_capacity: limits.docker_proxy must be a boolean, "
+            f"got {limits.get('docker_proxy')!r}"
+        ) from exc
+
+    problems: list[str] = []
+    notes: list[str] = []
+    shares = split(connections, len(clients)) if clients else []
+    for host, share in zip(clients, shares, strict=True):
+        given = source_addresses.get(host, 1)
+        if isinstance(given, Sequence) and not isinstance(given, str):
+            given = max(1, len(given))  # the inventory's list; empty: the host's own address
+        count = _count(f"source addresses of {host}", given, 1)
+        per_address = -(-share // count)
+        if per_address > CLIENT_PORTS_PER_ADDRESS:
+            problems.append(
+                f"client host {host}: {share:,} connections from {count} source address(es) "
+                f"are {per_address:,} per address to one target, but one address has "
+                f"{CLIENT_PORTS_PER_ADDRESS:,} ports (1024-65535) per destination: add source "
+                f"addresses (echolab_source_addresses) or client hosts, so that each address "
+                f"holds at most {CLIENT_PORTS_PER_ADDRESS:,}"
+            )
+
+    paths: dict[str, list[dict[str, Any]]] = {}
+    for target in targets:
+        if not isinstance(target, Mapping) or "name" not in target or "kind" not in target:
+            raise AnsibleFilterError(f"echolab_path_capacity: not a plan target: {target!r}")
+        if target.get("repetition", 1) != 1 or target["name"] in paths:
+            continue
+        name, kind = str(target["name"]), target["kind"]
+        if kind not in TARGET_KINDS:
+            raise AnsibleFilterError(f"echolab_path_capacity: {name}: unknown kind {kind!r}")
+        chain: list[tuple[str, str, int | None]] = []
+        if kind in ("container", "baseline") and docker_proxy:
+            chain.append(("docker-proxy", "dockerd's nofile", dockerd))
+        if kind == "vm":
+            chain.append(("qemu", "", None))
+        app = "node" if kind == "baseline" else "wsecho"
+        limit_key = f"{kind}_nofile"
+        chain.append((app, f"{kind}_nofile", int(limits[limit_key])))
+        records = paths[name] = []
+        for process, limit_name, limit in chain:
+            cost = FD_COSTS[process]
+            holds = None if limit is None or cost.per_connection == 0 else _holds(cost, limit)
+            records.append(
+                {
+                    "process": process,
+                    "per_connection": cost.per_connection,
+                    "fixed": cost.fixed,
+                    "limit": limit,
+                    "holds": holds,
+                    "source": cost.source,
+                }
+            )
+            if limit is None and cost.per_connection > 0:
+                notes.append(
+                    f"target {name}: {process}'s limit ({limit_name}) is not known yet, so "
+                    f"{cost.per_connection} x {connections:,} + {cost.fixed} open files are "
+                    "not checked"
+                )
+            if holds is None or holds >= connections:
+                continue
+            need = cost.per_connection * connections + cost.fixed
+            if process == "docker-proxy":
+                fix = PROXY_FIX
+            else:
+                fix = f"raise {limit_name} (the plan derives it unless it is set by hand)"
+            problems.append(
+                f"target {name}: {process} holds {cost.per_connection} open file(s) per "
+                f"connection + {cost.fixed}: {cost.per_connection} x {connections:,} + "
+                f"{cost.fixed} = {need:,}, but its limit ({limit_name}) is {limit:,}, which "
+                f"holds {holds:,} connections: {fix}"
+            )
+        if (
+            kind in ("container", "baseline")
+            and docker_proxy
+            and connections > DOCKER_PROXY_MAX_CONNECTIONS
+        ):
+            problems.append(
+                f"target {name}: docker-proxy reaches the container from one address, one port "
+                f"per connection: {connections:,} connections need {connections:,} ports, over "
+                f"the ~{DOCKER_PROXY_MAX_CONNECTIONS:,} one address has to one destination: "
+                "docker_host_userland_proxy: false (container_target_userland_proxy) or "
+                "container_target_network_mode: host"
+            )
+        if app == "wsecho" and connections > int(limits["wsecho_max_connections"]):
+            problems.append(
+                f"target {name}: wsecho answers 503 beyond --max-connections "
+                f"{int(limits['wsecho_max_connections']):,}, under the plan's {connections:,}: "
+                "raise it (the plan derives it unless it is set by hand)"
+            )
+    return {"paths": paths, "problems": problems, "notes": notes}
+
+
 def _reasons(reasons: Any) -> list[str]:
     """The non-empty reasons, each once, in order."""
     if isinstance(reasons, str) or not isinstance(reasons, Sequence):
@@ -372,4 +588,6 @@ class FilterModule:
             "echolab_target_status": target_status,
             "echolab_target_failures": target_failures,
             "echolab_status_failures": status_failures,
+            "echolab_target_limits": target_limits,
+            "echolab_path_capacity": path_capacity,
         }
