@@ -352,6 +352,10 @@ def test_capacity_docker_proxy_in_the_lab_is_refused_with_the_fix() -> None:
     assert "container_target_network_mode: host" in container
     assert baseline.startswith("target baseline: docker-proxy holds 6")
     assert [r["process"] for r in result["paths"]["container"]] == ["docker-proxy", "wsecho"]
+    assert result["summary"][1] == (
+        "container: docker-proxy 6 fd(s)/connection + 7, limit 20,000: holds 3,332; "
+        "wsecho 1 fd(s)/connection + 14, limit 16,384: holds 16,370 (plan: 10,000)"
+    )
     # Without the proxy the same plan fits the lab.
     limits["docker_proxy"] = False
     assert echolab.path_capacity(params, ALL_TARGETS, limits, {})["problems"] == []

@@ -449,8 +449,9 @@ def path_capacity(params: Any, targets: Any, limits: Any, source_addresses: Any)
     `baseline_nofile`, `vm_nofile`, `wsecho_max_connections`. `source_addresses`: {client host:
     number of source addresses, or their list (echolab_source_addresses)}, 1 for a host not
     listed or an empty list. Returns {"paths": {target: [one record
-    per process: process, per_connection, fixed, limit, holds, source]}, "problems": [sentences
-    with the arithmetic and the fix], "notes": [what could not be checked]}."""
+    per process: process, per_connection, fixed, limit, holds, source]}, "summary": [one line per
+    target], "problems": [sentences with the arithmetic and the fix], "notes": [what could not
+    be checked]}."""
     try:
         connections = _count("the plan's connections", params["connections"], 1)
         clients = list(params["clients"])
@@ -566,7 +567,17 @@ def path_capacity(params: Any, targets: Any, limits: Any, source_addresses: Any)
                 f"{int(limits['wsecho_max_connections']):,}, under the plan's {connections:,}: "
                 "raise it (the plan derives it unless it is set by hand)"
             )
-    return {"paths": paths, "problems": problems, "notes": notes}
+    summary = [
+        f"{name}: "
+        + "; ".join(
+            f"{r['process']} {r['per_connection']} fd(s)/connection + {r['fixed']}"
+            + ("" if r["holds"] is None else f", limit {r['limit']:,}: holds {r['holds']:,}")
+            for r in records
+        )
+        + f" (plan: {connections:,})"
+        for name, records in paths.items()
+    ]
+    return {"paths": paths, "summary": summary, "problems": problems, "notes": notes}
 
 
 def _reasons(reasons: Any) -> list[str]:
