@@ -115,3 +115,20 @@ def test_the_seed_run_through_docker_proxy_meets_this_machines_dockerd(tmp_path:
     else:
         assert result.returncode == 0, result.stdout + result.stderr
         assert f"docker-proxy 6 fd(s)/connection + 7, limit {hard:,}" in out
+
+
+def test_the_entry_points_spec_refuses_bad_input(tmp_path: Path) -> None:
+    """Source addresses that are not a dict are refused by the argument spec, naming it."""
+    result = run_preflight(
+        tmp_path,
+        {"c1": []},
+        "-e",
+        '{"echolab_connections": 100, "experiment_preflight_capacity_sources": "c1"}',
+    )
+    assert result.returncode != 0, result.stdout
+    out = " ".join(result.stdout.split())
+    assert (
+        "argument 'experiment_preflight_capacity_sources' is of type str and we were unable "
+        "to convert to dict"
+    ) in out
+    assert "Find dockerd" not in out
