@@ -432,3 +432,18 @@ def test_capacity_refuses_bad_input(args: tuple[Any, ...], message: str) -> None
         limits = {**good_limits, **limits}
     with pytest.raises(AnsibleFilterError, match=message):
         echolab.path_capacity(plan_arg, targets, limits, sources)
+
+
+def test_capacity_a_container_capped_by_dockerd_names_dockerds_limit() -> None:
+    """The derived nofile stops at dockerd's 20,000: the fix is dockerd's limit, not the
+    container's."""
+    params = scale_plan(["c1", "c2"], connections=30_000)
+    limits = {"docker_proxy": False, "dockerd_nofile": 20_000}
+    limits |= echolab.target_limits(params, 20_000)
+    targets = [{"name": "container", "kind": "container"}]
+    assert echolab.path_capacity(params, targets, limits, {})["problems"] == [
+        "target container: wsecho holds 1 open file(s) per connection + 14: 1 x 30,000 + 14 = "
+        "30,014, but its limit (container_nofile) is 20,000, which holds 19,986 connections: "
+        "a container's limit stops at dockerd's (20,000): raise dockerd's LimitNOFILE (a "
+        "systemd drop-in for docker.service, as host_tuning writes)"
+    ]

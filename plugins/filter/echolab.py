@@ -541,6 +541,11 @@ def path_capacity(params: Any, targets: Any, limits: Any, source_addresses: Any)
             need = cost.per_connection * connections + cost.fixed
             if process == "docker-proxy":
                 fix = PROXY_FIX
+            elif kind != "vm" and dockerd is not None and limit >= dockerd:
+                fix = (
+                    f"a container's limit stops at dockerd's ({dockerd:,}): raise dockerd's "
+                    "LimitNOFILE (a systemd drop-in for docker.service, as host_tuning writes)"
+                )
             else:
                 fix = f"raise {limit_name} (the plan derives it unless it is set by hand)"
             problems.append(
