@@ -33,6 +33,9 @@ apt_packages=(
     ca-certificates    # https to PyPI and npm
 )
 
+# Root is needed for two things only: installing packages and starting the Docker engine.
+if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+
 missing=()
 for p in "${apt_packages[@]}"; do
     [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = 'install ok installed' ] || missing+=("$p")
@@ -47,7 +50,6 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"
-    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
     $sudo apt-get update -q
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
@@ -56,14 +58,17 @@ fi
 if ! docker info >/dev/null 2>&1; then
     if [ -d /run/systemd/system ]; then
         log "starting docker.service"
-        systemctl start docker
+        $sudo systemctl start docker
     else
         # No service manager (as in CI containers): run dockerd by hand, detached from this shell.
         log "starting dockerd by hand (no systemd); log in /var/log/dockerd.log"
-        setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
+        $sudo setsid -f sh -c 'exec dockerd >/var/log/dockerd.log 2>&1 </dev/null'
     fi
     for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
-    docker info >/dev/null 2>&1 || { log "Docker engine did not start; see /var/log/dockerd.log"; exit 1; }
+    docker info >/dev/null 2>&1 || {
+        log "Docker engine did not answer: see /var/log/dockerd.log; as a user, are you in the docker group?"
+        exit 1
+    }
 fi
 
 # --- Python virtual environment -------------------------------------------------------------
