@@ -717,14 +717,21 @@ def test_kernel_memory_per_connection_from_sampler_records(tmp_path: Path) -> No
 # ---- comparison of runs -------------------------------------------------------------------
 
 
-def real_run(root: Path, port: int, server: subprocess.Popen[bytes], connections: int) -> Path:
-    """One run directory as site.yml lays it out: a real `wsswarm run`, a real sampler."""
+def real_run(
+    root: Path,
+    port: int,
+    server: subprocess.Popen[bytes],
+    connections: int,
+    run_args: tuple[str, ...] = (),
+) -> Path:
+    """One run directory as site.yml lays it out: a real `wsswarm run`, a real sampler
+    (`run_args`: instead of the short run of `connections`)."""
     target = root / "echo"
     sample = target / "testhost" / "sample.jsonl"
     sampler = subprocess.Popen(
         [*WSSWARM, "sample", "--pid", str(server.pid), "--interval", "0.5", "--out", str(sample)]
     )
-    args = [*SMALL_RUN, "--processes", "1", "--connections", str(connections)]
+    args = list(run_args) or [*SMALL_RUN, "--processes", "1", "--connections", str(connections)]
     run = subprocess.run(
         [*WSSWARM, "run", "--url", f"ws://127.0.0.1:{port}/", *args, "--out", str(target / "c1")],
         capture_output=True,
@@ -910,3 +917,50 @@ def report_hist_p99(result: dict[str, Any]) -> str:
     """The connect p99 cell as the report's table shows it."""
     p99 = result["connect_ms"]["p99"]
     return f"{p99:.1f}" if p99 >= 10 else f"{p99:.2f}"
+
+
+def test_capacity_steps_merged_per_step_with_the_largest_count_within_p99(
+    tmp_path: Path, wsecho: tuple[int, subprocess.Popen[bytes]]
+) -> None:
+    """A real `--steps 10,20,40` run with a real sampler: the report merges each step like a
+    window (the run's own round trips per step, the server's CPU and memory in it), states the
+    largest count within the run's --stop-when p99 limit or --p99-limit, and draws the
+    capacity plot; the target's window figures are the last step's."""
+    port, server = wsecho
+    steps_run = (
+        "--processes", "1", "--steps", "10,20,40", "--step-duration", "2", "--warmup", "0.5",
+        "--connect-rate", "100", "--stop-when", "p99>60s",
+    )  # fmt: skip
+    root = real_run(tmp_path / "results" / "steps", port, server, 0, steps_run)
+    summary, report = write_report(root)
+    result = summary["targets"]["echo"]
+    run = json.loads((root / "echo" / "c1" / "summary.json").read_text())
+    steps = result["steps"]
+    assert [s["step"] for s in steps] == [1, 2, 3]
+    assert [s["connections_planned"] for s in steps] == [10, 20, 40]
+    assert [s["connections"]["open"] for s in steps] == [10, 20, 40]
+    assert [s["roundtrips"] for s in steps] == [s["roundtrips"] for s in run["steps"]]
+    for step in steps:
+        assert step["server"]["cpu_percent_mean"] > 0
+        assert step["server"]["rss_bytes_max"] > 0
+        assert step["window"]["seconds"] == pytest.approx(2, abs=0.01)
+    assert result["roundtrips"] == run["roundtrips"] == steps[-1]["roundtrips"]
+    assert result["capacity"] == {"p99_limit_ms": 60000.0, "largest_open_within_limit": 40}
+    text = report.read_text()
+    assert "largest count with p99 within 60000 ms: **40** open connections" in text
+    assert "](capacity.png)" in text
+    assert (root / "capacity.png").read_bytes().startswith(b"\x89PNG")
+    # A limit below the first step's p99: no count stayed within it.
+    tight = build_summary(root, p99_limit_ms=0.001)[0]["targets"]["echo"]["capacity"]
+    assert tight == {"p99_limit_ms": 0.001, "largest_open_within_limit": None}
+    # A limit between two steps' p99: the count before the first step over it.
+    p99s = [s["latency_ms"]["p99"] for s in steps]
+    limit = p99s[0]
+    within = build_summary(root, p99_limit_ms=limit)[0]["targets"]["echo"]["capacity"]
+    expected = None
+    for step, p99 in zip(steps, p99s, strict=True):
+        if p99 > limit:
+            break
+        expected = step["connections"]["open"]
+    assert expected is not None
+    assert within["largest_open_within_limit"] == expected

@@ -38,6 +38,17 @@ class Console:
     ) -> None:
         if self.compat:
             return
+        if getattr(args, "steps", None):
+            self._write(
+                f"wsswarm: steps of {','.join(map(str, args.steps))} connections over "
+                f"{args.processes} processes to {args.url}, {args.connect_rate:g}/s, warm-up "
+                f"{args.warmup:g} s and {args.step_duration} s measured per step, "
+                f"mode {args.mode}"
+                + (f" at {args.rate:g}/s per connection" if args.mode == "open" else "")
+                + f", start at {t0:.3f}"
+                + (f", last window ends {window[1] - t0:g} s after start" if window else "")
+            )
+            return
         ramp_s = args.connections / args.connect_rate
         self._write(
             f"wsswarm: {args.connections} connections over {args.processes} processes to "

@@ -155,8 +155,45 @@ class _RunSummaryBase(TypedDict):
     histogram: str
 
 
+class StepConnections(TypedDict):
+    """At the end of a step's window, counted from the start of the run."""
+
+    attempted: int
+    open: int
+    failed: int
+    dropped: int
+
+
+class StepSummary(TypedDict):
+    """One entry of `summary.json` `steps[]` (`wsswarm run --steps`)."""
+
+    step: int  # 0, 1, ... in the order of --steps
+    connections_planned: int
+    measure_started: float
+    measure_ended: float
+    ramp_completed_before_window: bool | None  # null: a worker's ramp of the step never ended
+    roundtrips: int
+    roundtrips_per_s: float
+    latency_ms: LatencyMs | None
+    connections: StepConnections
+    connect_ms: LatencyMs | None  # the connects of the step's ramp (and reconnects) to its end
+    upgrade_ms: LatencyMs | None
+
+
+class StoppedBy(TypedDict):
+    """The --stop-when condition that ended a --steps run."""
+
+    step: int
+    connections: int
+    expr: str
+    value: float | None
+
+
 class RunSummary(_RunSummaryBase, total=False):
     """`summary.json` of one `wsswarm run --out` directory."""
+
+    steps: list[StepSummary]  # --steps only
+    stopped_by: StoppedBy | None  # --steps only; null: no --stop-when held
 
     kernel: ClientKernel | None  # this host's sockstat over the measured window
     connect_ms: LatencyMs | None  # dial to TCP connected, all successful attempts of the run

@@ -72,6 +72,9 @@ class WorkerConfig:
     source_addresses: tuple[str, ...] = ()  # taken in turn, from the one at `index`
     rlimit_nofile: int | None = None
     drain_timeout: float = 2.0
+    # --steps: per step this worker's connections and, in s after t0, the step's ramp start and
+    # measured window (start, end); empty: one ramp to `connections`, the window from the master.
+    steps: tuple[tuple[int, float, float, float], ...] = ()
 
 
 class Worker:
@@ -136,10 +139,14 @@ class Worker:
         )
         self.ramp_launched = False
         self.ramp_done_at: float | None = None
+        # Steps whose attempts are all launched, and when each one's last attempt finished.
+        self.steps_launched = 0
+        self.steps_done: list[float] = []
+        self.windows = [(cfg.t0 + start, cfg.t0 + end) for _n, _r, start, end in cfg.steps]
         self.first_attempt_at: float | None = None
         self.last_attempt_at: float | None = None
-        self.measure_start: float | None = None
-        self.measure_end: float | None = None
+        self.measure_start: float | None = self.windows[0][0] if self.windows else None
+        self.measure_end: float | None = self.windows[-1][1] if self.windows else None
         self.stop_event = asyncio.Event()
         # Opened now, read with pread each tick: works even when EMFILE stops new opens.
         self.statm_fd = os.open("/proc/self/statm", os.O_RDONLY)
@@ -212,6 +219,16 @@ class Worker:
 
     def _check_ramp_done(self) -> None:
         if (
+            self.cfg.steps
+            and len(self.steps_done) < self.steps_launched
+            and self.dialer.in_flight == 0
+            and not self.stopping
+        ):
+            # One step's ramp done: the master learns it (last step: the ramp_done below).
+            self.steps_done.append(time.time())
+            if len(self.steps_done) < len(self.cfg.steps):
+                self._send(("step_ramp_done", {"step": len(self.steps_done) - 1}))
+        if (
             self.ramp_done_at is None
             and self.ramp_launched
             and self.dialer.in_flight == 0  # the Dialer forgets an attempt before reporting it
@@ -248,13 +265,20 @@ class Worker:
         else:
             interval = 1.0 / cfg.connect_rate
             k = 0
-            while k < cfg.connections and not self.stopping:
-                await self._sleep_until(start + k * interval)
-                now = self.loop.time()
-                # Launch everything due (the loop may wake late); pacing stays exact on average.
-                while k < cfg.connections and start + k * interval <= now:
-                    self.launch_attempt()
-                    k += 1
+            for share, ramp_s, _start, _end in cfg.steps or ((cfg.connections, 0.0, 0.0, 0.0),):
+                first = k
+                begin = start + ramp_s
+                while k < share and not self.stopping:
+                    await self._sleep_until(begin + (k - first) * interval)
+                    now = self.loop.time()
+                    # Launch everything due (the loop may wake late); pacing stays exact on
+                    # average.
+                    while k < share and begin + (k - first) * interval <= now:
+                        self.launch_attempt()
+                        k += 1
+                self.steps_launched += 1
+                if self.steps_launched < len(cfg.steps):
+                    self._check_ramp_done()
         self.ramp_launched = True
         self._check_ramp_done()
 
@@ -295,6 +319,8 @@ class Worker:
     # ---- ticks, pipe, files ------------------------------------------------------------
 
     def phase(self, t: float) -> str:
+        if self.windows:
+            return self.step_phase(t)[0]
         if self.measure_end is not None and t > self.measure_end + 1e-6:
             return "drain"
         if self.measure_start is not None and t > self.measure_start + 1e-6:
@@ -302,6 +328,16 @@ class Worker:
         if self.ramp_done_at is None or self.ramp_done_at > t:
             return "ramp"
         return "warmup"
+
+    def step_phase(self, t: float) -> tuple[str, int]:
+        """--steps: the phase at `t` and the step it belongs to (the window it is in or before)."""
+        for step, (start, end) in enumerate(self.windows):
+            if t <= start + 1e-6:
+                done = self.steps_done[step] if step < len(self.steps_done) else None
+                return ("ramp" if done is None or done > t else "warmup"), step
+            if t <= end + 1e-6:
+                return "measure", step
+        return "drain", len(self.windows) - 1
 
     def fold(self) -> None:
         """Move the raw latencies recorded so far into the tick's histogram."""
@@ -349,6 +385,8 @@ class Worker:
             "rss_bytes": self.rss(),
             "histogram": latency.encode(hist),
         }
+        if self.windows:
+            record["step"] = self.step_phase(now - interval / 2)[1] + 1  # 1, 2, ...
         latency.clear(hist, touched)
         connect_us, upgrade_us = self.dialer.take_timings()
         if connect_us:

@@ -38,8 +38,12 @@ class ReportError(Exception):
         self.exit_code = exit_code
 
 
-def build_summary(root: Path) -> tuple[dict[str, Any], dict[str, TimeSeries]]:
-    """Read and merge one run directory: the content of summary.json, and the plot series."""
+def build_summary(
+    root: Path, p99_limit_ms: float | None = None
+) -> tuple[dict[str, Any], dict[str, TimeSeries]]:
+    """Read and merge one run directory: the content of summary.json, and the plot series.
+
+    `p99_limit_ms`: the limit of the capacity figure of targets run with --steps."""
     if not root.is_dir():
         raise ReportError(f"{root} is not a directory", EXIT_USAGE)
     runs = looks_like_results_root(root)
@@ -58,7 +62,7 @@ def build_summary(root: Path) -> tuple[dict[str, Any], dict[str, TimeSeries]]:
     results: dict[str, dict[str, Any]] = {}
     series: dict[str, TimeSeries] = {}
     for target in tree.targets:
-        results[target.name], series[target.name] = analyse_target(target, problems)
+        results[target.name], series[target.name] = analyse_target(target, problems, p99_limit_ms)
     manifest = tree.manifest or {}
     summary = {
         "format_version": FORMAT_VERSION,
@@ -131,25 +135,41 @@ def check_gates(summary: dict[str, Any], gates: list[tuple[str | None, slo.Slo]]
 
 
 def write_report(
-    root: Path, out_dir: Path | None = None, plots: bool = True, gates: list[str] | None = None
+    root: Path,
+    out_dir: Path | None = None,
+    plots: bool = True,
+    gates: list[str] | None = None,
+    p99_limit_ms: float | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Write summary.json, summary.csv, the PNGs and report.md; return the summary and its path."""
     parsed = parse_gates(gates or [])
-    summary, series = build_summary(root)
+    summary, series = build_summary(root, p99_limit_ms)
     check_gates(summary, parsed)
     out = out_dir or root
     out.mkdir(parents=True, exist_ok=True)
     written: list[tuple[str, str]] = []
     if plots:
         from wsswarm.report.plots import write_plots  # noqa: PLC0415 - matplotlib is heavy
+        from wsswarm.report.steps import write_capacity_plot  # noqa: PLC0415 - matplotlib
 
         written = write_plots(out, series)
+        written += write_capacity_plot(out, list(summary["targets"].values()))
     summary["plots"] = [name for _, name in written]
     _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     _write_atomic(out / "summary.csv", csv_text(list(summary["targets"].values())))
     report = out / "report.md"
     _write_atomic(report, markdown(summary, written))
     return summary, report
+
+
+def _limit_ms(text: str) -> float:
+    """A p99 limit: a number of ms, or with a unit as in an SLO (500ms, 0.5s)."""
+    try:
+        return slo.parse(f"p99<{text}").threshold
+    except slo.SloError:
+        raise argparse.ArgumentTypeError(
+            f"not a latency: {text!r} (e.g. 500, 500ms, 0.5s)"
+        ) from None
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -173,6 +193,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument(
+        "--p99-limit",
+        type=_limit_ms,
+        default=None,
+        metavar="MS",
+        help="targets run with --steps: the largest count whose p99 stayed within MS (default: "
+        "the run's --stop-when p99>X)",
+    )
+    parser.add_argument(
         "--slo",
         action="append",
         default=[],
@@ -187,7 +215,11 @@ def main(args: argparse.Namespace) -> int:
         return _main_compare(args)
     try:
         summary, report = write_report(
-            args.results_dir, args.out_dir, plots=not args.no_plots, gates=args.slo
+            args.results_dir,
+            args.out_dir,
+            plots=not args.no_plots,
+            gates=args.slo,
+            p99_limit_ms=args.p99_limit,
         )
     except ReportError as exc:
         print(f"wsswarm report: {exc}", file=sys.stderr)

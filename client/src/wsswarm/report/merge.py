@@ -21,6 +21,7 @@ from typing import Any
 
 from wsswarm import latency
 from wsswarm.formats import CLIENT_BOUND_PERCENT, sustained_cpu
+from wsswarm.report import steps
 from wsswarm.report.hist import summary_ms
 from wsswarm.report.load import HostDir, Problem, TargetDir
 from wsswarm.report.series import TimeSeries, distribution, fill_series
@@ -41,11 +42,18 @@ WINDOW_SKEW_WARN_S = 1.5
 ROUNDTRIPS_CV_WARN = 0.15
 
 
-def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str, Any], TimeSeries]:
+def analyse_target(
+    target: TargetDir, problems: list[Problem], p99_limit_ms: float | None = None
+) -> tuple[dict[str, Any], TimeSeries]:
     """Merged figures of one target (a JSON-able dict) and its per-second series."""
     hists = Histograms(problems)
     warnings: list[str] = []
     workers = _workers(target)
+    numbers = steps.step_numbers(workers)
+    step_results = [_merge_step(target, workers, n, hists) for n in numbers]
+    if numbers:
+        # --steps: the target's window figures are those of its last step, as in a run's.
+        workers = steps.only_step(workers, numbers[-1])
     result = _target_status(target, len(workers), warnings)
     common = _common_window(workers, warnings)
     hist, selected = _merge_roundtrips(workers, common, hists, result, warnings)
@@ -61,8 +69,38 @@ def analyse_target(target: TargetDir, problems: list[Problem]) -> tuple[dict[str
     series.distribution = distribution(hist)
     series.connect_distribution = distribution(dial_hists["connect"])
     series.upgrade_distribution = distribution(dial_hists["upgrade"])
+    if numbers:
+        limit = steps.p99_limit(target, p99_limit_ms)
+        result["steps"] = step_results
+        result["capacity"] = {
+            "p99_limit_ms": limit,
+            "largest_open_within_limit": steps.largest_within(step_results, limit),
+        }
     result["warnings"] = warnings
     return result, series
+
+
+def _merge_step(
+    target: TargetDir, workers: list[Worker], step: int, hists: Histograms
+) -> dict[str, Any]:
+    """One capacity step, merged like the single window (its warnings are the step's own)."""
+    mine = steps.only_step(workers, step)
+    warnings: list[str] = []
+    common = _common_window(mine, warnings)
+    figures: dict[str, Any] = {}
+    _merge_roundtrips(mine, common, hists, figures, warnings)
+    opened, failed = steps.count_open(mine, common)
+    return {
+        "step": step,
+        "connections_planned": steps.planned_count(target, step),
+        "window": figures["window"],
+        "roundtrips": figures["roundtrips"],
+        "roundtrips_per_s": figures["roundtrips_per_s"],
+        "latency_ms": figures["latency_ms"],
+        "connections": {"open": opened, "failed": failed},
+        "server": steps.server_step(server_figures(target, common, warnings)),
+        "warnings": warnings,
+    }
 
 
 def _workers(target: TargetDir) -> list[Worker]:

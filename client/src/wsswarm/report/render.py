@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from wsswarm.report.side_by_side import HEADLINE_2017, REFERENCE_2017
+from wsswarm.report.steps import capacity_markdown
 
 CSV_COLUMNS = [
     "target",
@@ -308,6 +309,7 @@ def markdown(summary: dict[str, Any], plots: list[tuple[str, str]]) -> str:
             for target, o in gated
         ]
         out.append(md_table(["target", "SLO", "value", "result"], rows))
+    out += capacity_markdown(results)
     out.append("## Side by side\n")
     if summary["comparisons"]:
         for pair in summary["comparisons"]:

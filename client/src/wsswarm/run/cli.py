@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import itertools
 import math
 import re
 import signal
@@ -17,6 +18,7 @@ from wsswarm.run.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_WRONG_TARGE
 from wsswarm.run.master import Master
 from wsswarm.run.target import RUN_TOKEN_HEADER, check_run_token, probe, resolve
 
+DEFAULT_CONNECTIONS = 10_000
 RUN_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~+/=-]{1,128}")
 
 
@@ -75,6 +77,14 @@ def _slo_expr(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _step_counts(text: str) -> list[int]:
+    """Comma-separated connection counts, each above the one before."""
+    counts = [_positive_int(part.strip()) for part in text.split(",")]
+    if any(b <= a for a, b in itertools.pairwise(counts)):
+        raise argparse.ArgumentTypeError(f"{text!r}: the counts must increase")
+    return counts
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of `wsswarm run` (see client/README.md for the why of each default)."""
     target = parser.add_argument_group("target")
@@ -91,7 +101,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     load = parser.add_argument_group("load")
     load.add_argument("--processes", type=_positive_int, default=5, help="worker processes (5)")
     load.add_argument(
-        "--connections", type=_positive_int, default=10_000, help="total connections (10000)"
+        "--connections",
+        type=_positive_int,
+        default=DEFAULT_CONNECTIONS,
+        help=f"total connections ({DEFAULT_CONNECTIONS}; with --steps: the last step's count)",
     )
     load.add_argument(
         "--connect-rate",
@@ -123,6 +136,30 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     timing.add_argument(
         "--duration", type=_positive_float, default=60.0, help="measured seconds (60)"
+    )
+    timing.add_argument(
+        "--steps",
+        type=_step_counts,
+        default=None,
+        metavar="N,N,...",
+        help="capacity steps: ramp to each count in turn (increasing), wait --warmup, measure "
+        "--step-duration s; summary.json steps[]",
+    )
+    timing.add_argument(
+        "--step-duration",
+        type=_positive_int,
+        default=None,
+        metavar="S",
+        help="with --steps: measured whole seconds per step (60)",
+    )
+    timing.add_argument(
+        "--stop-when",
+        type=_slo_expr,
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="with --steps, repeatable: end the run after the step where EXPR holds on that "
+        "step's figures (p99>500ms, failed>0; the --slo syntax)",
     )
     timing.add_argument(
         "--start-at",
@@ -193,6 +230,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def validate(args: argparse.Namespace) -> None:
+    validate_steps(args)
     if args.mode == "open" and args.rate is None:
         raise UsageError("--mode open needs --rate N (messages per second per connection)")
     if args.mode == "closed" and args.rate is not None:
@@ -216,6 +254,30 @@ def validate(args: argparse.Namespace) -> None:
             )
     if len(set(args.source_address)) != len(args.source_address):
         raise UsageError(f"--source-address {','.join(args.source_address)}: an address twice")
+
+
+def validate_steps(args: argparse.Namespace) -> None:
+    """--steps and its options; fills in --connections (the last step) and --step-duration."""
+    if args.steps is None:
+        if args.step_duration is not None or args.stop_when:
+            raise UsageError("--step-duration and --stop-when need --steps")
+        return
+    if args.connections not in (DEFAULT_CONNECTIONS, args.steps[-1]):
+        raise UsageError(
+            f"--connections {args.connections} differs from the last step {args.steps[-1]}: "
+            "leave --connections out with --steps"
+        )
+    if args.compat:
+        raise UsageError("--steps is not a 2017 run: not with --compat")
+    if args.measure_at is not None:
+        raise UsageError("--steps plans every window itself: not with --measure-at")
+    if args.processes > args.steps[0]:
+        raise UsageError(
+            f"--processes {args.processes} is more than the first step {args.steps[0]}"
+        )
+    args.connections = args.steps[-1]
+    if args.step_duration is None:
+        args.step_duration = 60
 
 
 def check_source_addresses(addresses: list[str], family: int) -> None:

@@ -15,12 +15,14 @@ from typing import Any
 
 from wsswarm import slo, sockstat
 from wsswarm.console import Console
+from wsswarm.formats import StoppedBy
 from wsswarm.run.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SLO
-from wsswarm.run.plan import planned_window, split, window_missed
-from wsswarm.run.summary import summarize, write_atomic
+from wsswarm.run.plan import planned_steps, planned_window, split, window_missed
+from wsswarm.run.summary import step_figures, summarize, write_atomic
 from wsswarm.run.target import Target
 from wsswarm.worker import WorkerConfig, worker_main
 
+STEP_OPTIONS = ("steps", "step_duration", "stop_when")
 # Fail fast: this many attempts without a single open connection ends the run.
 FAIL_FAST_ATTEMPTS = 50
 
@@ -37,6 +39,8 @@ class WorkerState:
     measure_ticks: list[dict[str, Any]] = field(default_factory=list)
     compat_windows: list[dict[str, Any]] = field(default_factory=list)
     cpu_measure: list[float] = field(default_factory=list)
+    # --steps: when this worker's ramp of each step but the last ended (the last: `ramp`).
+    step_ramps: dict[int, float] = field(default_factory=dict)
 
 
 class Master:
@@ -47,6 +51,8 @@ class Master:
             key: (str(value) if isinstance(value, Path) else value)
             for key, value in vars(args).items()
             if key not in ("handler", "command")
+            # Without --steps the files are those of a run before steps existed.
+            and (args.steps is not None or key not in STEP_OPTIONS)
         }
         self.host = socket.gethostname()
         self.console = Console(args.progress, args.compat, args.connections)
@@ -70,6 +76,14 @@ class Master:
         self.kernel_inuse_max = 0
         # Encoded connect and upgrade histograms of every tick (all phases), for the summary.
         self.dial_histograms: dict[str, list[str]] = {"connect": [], "upgrade": []}
+        # --steps: (ramp start, window start, window end) of each step, epoch s; per step its
+        # connect and upgrade histograms; the steps judged by --stop-when, and what stopped it.
+        self.steps: list[tuple[float, float, float]] = []
+        self.step_dial: list[dict[str, list[str]]] = [
+            {"connect": [], "upgrade": []} for _ in (args.steps or [])
+        ]
+        self.steps_judged = 0
+        self.stopped_by: StoppedBy | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -78,6 +92,8 @@ class Master:
         ctx = multiprocessing.get_context("spawn")
         shares = split(args.connections, args.processes)
         rate = args.connect_rate / args.processes
+        plan = planned_steps(args, 0.0) if args.steps else []
+        step_shares = [split(count, args.processes) for count in args.steps or []]
         for index, share in enumerate(shares):
             cfg = WorkerConfig(
                 index=index,
@@ -102,6 +118,12 @@ class Master:
                 source_addresses=tuple(args.source_address),
                 rlimit_nofile=args.rlimit_nofile,
                 drain_timeout=min(2.0, args.connect_timeout),
+                # Steps after the first start their ramp half an interval after the window
+                # before ends: none of their attempts is counted in the tick that closes it.
+                steps=tuple(
+                    (counts[index], ramp + (0.5 / args.connect_rate if ramp else 0.0), a, b)
+                    for counts, (ramp, a, b) in zip(step_shares, plan, strict=True)
+                ),
             )
             parent, child = ctx.Pipe()
             process = ctx.Process(target=worker_main, args=(cfg, child), name=f"wsswarm-{index}")
@@ -170,6 +192,10 @@ class Master:
         elif kind == "ramp_done":
             worker.ramp = body
             self.on_ramp_done()
+        elif kind == "step_ramp_done":
+            worker.step_ramps[body["step"]] = time.time()
+            if worker.step_ramps[body["step"]] > self.steps[body["step"]][1]:
+                self.warn_late_ramp(worker.step_ramps[body["step"]], self.steps[body["step"]][1])
         elif kind == "compat":
             self.compat_rt += body["roundtrips"]
             self.compat_latencies.append(body["avg"])
@@ -189,8 +215,9 @@ class Master:
         self.console.ramp_complete(opened, done - self.t0)
         if self.window_planned:
             assert self.measure_start is not None
-            if done > self.measure_start:
-                self.warn_late_ramp(done)
+            began = self.steps[-1][1] if self.steps else self.measure_start
+            if done > began:
+                self.warn_late_ramp(done, began)
             return
         # One host on its own: the window starts on the first tick boundary after ramp + warm-up.
         ready_at = max(done + self.args.warmup, time.time() + 0.05)
@@ -199,13 +226,15 @@ class Master:
         self.measure_end = self.measure_start + self.args.duration
         self.broadcast(("measure", (self.measure_start, self.measure_end)))
 
-    def warn_late_ramp(self, done: float | None) -> None:
-        """The planned window began before this host's ramp ended: keep it, but say so."""
-        if self.late_ramp_warned or self.measure_start is None:
+    def warn_late_ramp(self, done: float | None, began: float | None = None) -> None:
+        """The planned window (`began`: a step's) began before this host's ramp ended: keep
+        it, but say so."""
+        began = began if began is not None else self.measure_start
+        if self.late_ramp_warned or began is None:
             return
         self.late_ramp_warned = True
         when = (
-            f"it ended {done - self.measure_start:.1f} s after the window began"
+            f"it ended {done - began:.1f} s after the window began"
             if done is not None
             else "it was still running when the window began"
         )
@@ -221,6 +250,8 @@ class Master:
         for phase, encoded in self.dial_histograms.items():
             if f"{phase}_histogram" in record:
                 encoded.append(record[f"{phase}_histogram"])
+                if "step" in record:
+                    self.step_dial[record["step"] - 1][phase].append(record[f"{phase}_histogram"])
         if record["phase"] == "measure":
             if worker.index == 0:
                 self.read_kernel()
@@ -234,6 +265,33 @@ class Master:
             self.pending_ticks.pop(index, None)
             self.console.tick(index, list(bucket.values()), self.args.connections)
             self.check_fail_fast()
+            self.judge_steps(index)
+
+    def judge_steps(self, index: int) -> None:
+        """--stop-when, once every worker's ticks of a step's window are in: stop after the
+        first step where one of the conditions holds."""
+        while self.steps_judged < len(self.steps):
+            step = self.steps_judged
+            if index < round(self.steps[step][2] - self.t0):
+                return
+            self.steps_judged += 1
+            figures = step_figures(self, step)
+            for cond in (slo.parse(expr) for expr in self.args.stop_when):
+                outcome = cond.check(figures)
+                if outcome["passed"]:
+                    self.stopped_by = {
+                        "step": step + 1,
+                        "connections": self.args.steps[step],
+                        "expr": outcome["expr"],
+                        "value": outcome["value"],
+                    }
+                    self.console.plain(
+                        f"step {step + 1} ({self.args.steps[step]} connections): --stop-when "
+                        f"{outcome['expr']} holds (value {outcome['value']:g}): the run ends here"
+                    )
+                    if step < len(self.steps) - 1:
+                        self.stop("completed", f"--stop-when {outcome['expr']} at step {step + 1}")
+                    return
 
     def read_kernel(self) -> None:
         """Once a measured second: this host's sockstat (its network namespace, the kernel's
@@ -314,10 +372,16 @@ class Master:
         self.t0 = args.start_at if args.start_at is not None else time.time() + 0.2
         self.broadcast(("start", self.t0))
         window = planned_window(args)
+        if args.steps:
+            self.steps = [
+                (self.t0 + r, self.t0 + a, self.t0 + b) for r, a, b in planned_steps(args, 0.0)
+            ]
+            window = (self.steps[0][1], self.steps[-1][2])
         if window is not None:
             self.window_planned = True
             self.measure_start, self.measure_end = window
-            self.broadcast(("measure", window))
+            if not args.steps:  # the workers know the steps' windows from their config
+                self.broadcast(("measure", window))
         self.console.started(args, self.t0, window)
         late = time.time() - self.t0
         too_late = window_missed(window, self.t0, time.time())
@@ -336,6 +400,7 @@ class Master:
             self.poll(timeout)
             if (
                 self.window_planned
+                and not self.steps
                 and self.ramp_done_at is None
                 and self.measure_start is not None
                 # A tick of grace: the workers' ramp_done may still be in the pipe.

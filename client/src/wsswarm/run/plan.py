@@ -53,3 +53,23 @@ def window_missed(window: tuple[float, float] | None, t0: float, now: float) -> 
 def split(total: int, parts: int) -> list[int]:
     """`total` spread over `parts` as evenly as possible (the first ones get one more)."""
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def planned_steps(args: argparse.Namespace, t0: float) -> list[tuple[float, float, float]]:
+    """With --steps: per step its ramp's start and its measured window (epoch s), from t0.
+
+    Planned from the shared parameters alone, like the single window with --start-at, so
+    every host measures the same seconds: step i's ramp starts when step i-1's window ends
+    (step 0's at t0), its window on the first whole second after that ramp's planned length
+    plus the warm-up, and lasts --step-duration.
+    """
+    plan: list[tuple[float, float, float]] = []
+    ramp_start = t0
+    previous = 0
+    for count in args.steps:
+        ramp = planned_ramp_s(count - previous, args.processes, args.connect_rate, False)
+        start = ramp_start + math.ceil(ramp + args.warmup - 1e-9)  # a whole second after t0
+        plan.append((ramp_start, start, start + args.step_duration))
+        ramp_start = start + args.step_duration
+        previous = count
+    return plan

@@ -14,6 +14,7 @@ from wsswarm.formats import (
     FORMAT_VERSION,
     LatencyMs,
     RunSummary,
+    StepSummary,
     sustained_cpu,
 )
 from wsswarm.run.plan import COMPAT_STEP_S
@@ -22,23 +23,74 @@ if TYPE_CHECKING:
     from wsswarm.run.master import Master
 
 
-def summarize(master: Master) -> RunSummary:
-    """The figures of the measured window and of the whole run, merged over the workers."""
+def window_latency(ticks: list[dict[str, Any]]) -> tuple[int, LatencyMs | None, Any]:
+    """Round trips, latency percentiles (ms, mean weighted by round trips) and the merged
+    histogram of some measured ticks."""
     hist = latency.new_histogram()
     roundtrips = 0
     lat_sum_ms = 0.0
-    for worker in master.workers:
-        for tick in worker.measure_ticks:
-            roundtrips += tick["roundtrips"]
-            if tick["latency_ms"]:
-                lat_sum_ms += tick["latency_ms"]["mean"] * tick["roundtrips"]
-            hist.add(latency.decode(tick["histogram"]))
-    window = None
-    if master.measure_start is not None and master.measure_end is not None:
-        window = master.measure_end - master.measure_start
+    for tick in ticks:
+        roundtrips += tick["roundtrips"]
+        if tick["latency_ms"]:
+            lat_sum_ms += tick["latency_ms"]["mean"] * tick["roundtrips"]
+        hist.add(latency.decode(tick["histogram"]))
     summary_latency = latency.summarize_ms(hist)
     if summary_latency is not None and roundtrips:
         summary_latency["mean"] = round(lat_sum_ms / roundtrips, 4)
+    return roundtrips, summary_latency, hist
+
+
+def step_figures(master: Master, step: int) -> StepSummary:
+    """--steps: the figures of one step's window, merged over the workers."""
+    _ramp_start, start, end = master.steps[step]
+    per_worker = [[t for t in w.measure_ticks if t.get("step") == step + 1] for w in master.workers]
+    roundtrips, step_latency, _hist = window_latency([t for ticks in per_worker for t in ticks])
+    last = [ticks[-1] for ticks in per_worker if ticks]
+    ramp_done = [
+        w.step_ramps.get(step) if step < len(master.steps) - 1 else (w.ramp or {}).get("t")
+        for w in master.workers
+    ]
+    return {
+        "step": step + 1,
+        "connections_planned": master.args.steps[step],
+        "measure_started": start,
+        "measure_ended": end,
+        "ramp_completed_before_window": (
+            None if None in ramp_done else max(d for d in ramp_done if d is not None) <= start
+        ),
+        "roundtrips": roundtrips,
+        "roundtrips_per_s": round(roundtrips / (end - start), 3),
+        "latency_ms": step_latency,
+        "connections": {
+            "attempted": sum(t["attempted"] for t in last),
+            "open": sum(t["open"] for t in last),
+            "failed": sum(t["failed"] for t in last),
+            "dropped": sum(t.get("dropped", 0) for t in last),
+        },
+        "connect_ms": merged_ms(master.step_dial[step]["connect"]),
+        "upgrade_ms": merged_ms(master.step_dial[step]["upgrade"]),
+    }
+
+
+def summarize(master: Master) -> RunSummary:
+    """The figures of the measured window and of the whole run, merged over the workers.
+
+    With --steps the run-wide figures are those of the last step measured (the most
+    connections), and `steps` has every step's."""
+    reached = {t.get("step") for w in master.workers for t in w.measure_ticks}
+    steps = [step_figures(master, i) for i in range(len(master.steps)) if i + 1 in reached]
+    if master.stopped_by is not None:
+        steps = [s for s in steps if s["step"] <= master.stopped_by["step"]]
+    last_step = steps[-1]["step"] if steps else None
+    window_ticks = [
+        t for w in master.workers for t in w.measure_ticks if t.get("step") == last_step
+    ]
+    roundtrips, summary_latency, hist = window_latency(window_ticks)
+    window = None
+    if last_step is not None:
+        window = float(master.args.step_duration)
+    elif master.measure_start is not None and master.measure_end is not None:
+        window = master.measure_end - master.measure_start
     finals = [w.last_tick for w in master.workers if w.last_tick]
     errors_total: dict[str, int] = {}
     for tick in finals:
@@ -46,8 +98,9 @@ def summarize(master: Master) -> RunSummary:
             errors_total[kind] = errors_total.get(kind, 0) + count
     open_at_end = 0
     for worker in master.workers:
-        if worker.measure_ticks:
-            open_at_end += worker.measure_ticks[-1]["open"]
+        ticks = [t for t in worker.measure_ticks if t.get("step") == last_step]
+        if ticks:
+            open_at_end += ticks[-1]["open"]
     cpu = {str(w.index): round(sustained_cpu(w.cpu_measure), 1) for w in master.workers}
     client_bound = any(value > CLIENT_BOUND_PERCENT for value in cpu.values())
     # Ramp figures come from the workers' ramp_done reports (later reconnects excluded).
@@ -64,9 +117,18 @@ def summarize(master: Master) -> RunSummary:
         step = COMPAT_STEP_S if master.args.compat else 1.0 / requested
         ramp_attempts = sum(r["attempted"] for r in ramps)
         achieved = round(ramp_attempts / (max(lasts) - master.t0 + step), 3)
+    completed_before_window = (
+        None
+        if not dones or len(dones) < len(master.workers) or master.measure_start is None
+        else max(dones) <= master.measure_start
+    )
+    if master.steps:
+        achieved = None  # the ramps of the steps are apart: no single rate
+        before = [s["ramp_completed_before_window"] for s in steps]
+        completed_before_window = None if None in before else all(before)
     ends = [w.end for w in master.workers if w.end]
     dial_ms = {phase: merged_ms(encoded) for phase, encoded in master.dial_histograms.items()}
-    return {
+    summary: RunSummary = {
         "format_version": FORMAT_VERSION,
         "tool": f"wsswarm {__version__}",
         "status": master.status,
@@ -98,11 +160,7 @@ def summarize(master: Master) -> RunSummary:
             "completed": max(dones) if dones else None,
             # False: the window (fixed by --start-at for all hosts) began before the ramp
             # ended on this host; null: the ramp never ended.
-            "completed_before_window": (
-                None
-                if not dones or len(dones) < len(master.workers) or master.measure_start is None
-                else max(dones) <= master.measure_start
-            ),
+            "completed_before_window": completed_before_window,
             "window": "planned" if master.window_planned else "after_ramp",
         },
         "roundtrips_total": sum(e.get("roundtrips_total", 0) for e in ends),
@@ -118,6 +176,13 @@ def summarize(master: Master) -> RunSummary:
         "connect_ms": dial_ms["connect"],
         "upgrade_ms": dial_ms["upgrade"],
     }
+    if master.args.steps:
+        summary["steps"] = steps
+        summary["stopped_by"] = master.stopped_by
+        if last_step is not None:
+            summary["measure_started"] = steps[-1]["measure_started"]
+            summary["measure_ended"] = steps[-1]["measure_ended"]
+    return summary
 
 
 def merged_ms(encoded: list[str]) -> LatencyMs | None:
