@@ -260,25 +260,18 @@ def test_the_walk_resolves_inheritance(
     assert bool(walk.offenders) is offends, walk.offenders
 
 
-FAKE_BECOME = """#!/bin/sh
-echo "controller task tried to become root: $*" >&2
-exit 97
-"""
-
-
-def test_report_stage_runs_on_the_controller_without_become(tmp_path: Path) -> None:
+def test_report_stage_runs_on_the_controller_without_become(
+    tmp_path: Path, controller_become_trap: str
+) -> None:
     """The report stage, for real, with `become` on by default and a become that always fails.
 
-    ANSIBLE_BECOME=true turns become on wherever nothing says otherwise; localhost's become
-    executable is a script that fails loudly. Only a play or task that says `become: false` gets
-    through. (As root, Ansible skips a become to the same user, hence ALLOW_SAME_USER.)
+    ANSIBLE_BECOME=true turns become on wherever nothing says otherwise, and the
+    controller_become_trap fixture makes any become on localhost fail loudly. Only a play or task
+    that says `become: false` gets through.
     """
-    fake = tmp_path / "fake-become"
-    fake.write_text(FAKE_BECOME)
-    fake.chmod(0o755)
     inventory = tmp_path / "inventory"
     (inventory / "host_vars").mkdir(parents=True)
-    (inventory / "host_vars" / "localhost.yml").write_text(f"ansible_become_exe: {fake}\n")
+    (inventory / "host_vars" / "localhost.yml").write_text(controller_become_trap)
     # A stand-in managed host for the fetch play (a managed host may become; this one has no sudo).
     stand_in = {
         "ansible_connection": "local",
@@ -303,7 +296,7 @@ def test_report_stage_runs_on_the_controller_without_become(tmp_path: Path) -> N
     (results / run_id / "wsecho" / "status.json").write_text(
         '{"target": "wsecho", "status": "ok", "reason": "", "hosts": {}}\n'
     )
-    env = {**os.environ, "ANSIBLE_BECOME": "true", "ANSIBLE_BECOME_ALLOW_SAME_USER": "true"}
+    env = {**os.environ, "ANSIBLE_BECOME": "true"}
     proc = subprocess.run(
         [
             str(Path(sys.executable).parent / "ansible-playbook"),
@@ -321,6 +314,6 @@ def test_report_stage_runs_on_the_controller_without_become(tmp_path: Path) -> N
         check=False,
     )
     out = proc.stdout + proc.stderr
-    assert "tried to become root" not in out, out
+    assert "tried to become another user" not in out, out
     assert proc.returncode == 0, out
     assert f"Report of run {run_id}" in out, out
