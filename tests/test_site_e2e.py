@@ -65,8 +65,14 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def lab_inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """An inventory like inventory/lab/ whose one host is this test's own lab container."""
+def lab_inventory(
+    tmp_path_factory: pytest.TempPathFactory, controller_become_trap: str
+) -> Iterator[Path]:
+    """An inventory like inventory/lab/ whose one host is this test's own lab container.
+
+    Any become on the controller fails loudly (controller_become_trap): the kit needs root only
+    on the managed hosts.
+    """
     inv = tmp_path_factory.mktemp("inventory")
     (inv / "group_vars" / "all").mkdir(parents=True)
     (inv / "host_vars").mkdir()
@@ -91,6 +97,7 @@ def lab_inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         "ansible_connection: community.docker.docker\n"
         "ansible_python_interpreter: /usr/bin/python3\n"
     )
+    (inv / "host_vars" / "localhost.yml").write_text(controller_become_trap)
     yield inv
     # Remove the targets, then the lab container and its volume, whatever happened above.
     ansible_playbook(inv, "playbooks/teardown.yml", timeout=600)
@@ -174,6 +181,16 @@ def test_report_written_and_printed(site_run: tuple[str, Path]) -> None:
         assert target in report
     assert (run / "summary.json").is_file()
     assert f"{run}/report.md" in output
+
+
+@pytest.mark.lab
+def test_results_belong_to_the_user(site_run: tuple[str, Path]) -> None:
+    """Everything under the run directory was written by the user who ran the play."""
+    _, run = site_run
+    paths = [run, *run.rglob("*")]
+    assert len(paths) > 10, paths
+    foreign = [str(p) for p in paths if p.lstat().st_uid != os.getuid()]
+    assert not foreign, f"not owned by uid {os.getuid()}: {foreign}"
 
 
 @pytest.mark.lab
