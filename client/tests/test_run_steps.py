@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from wsswarm.report import build_summary
 from wsswarm.run.cli import _step_counts, validate
 from wsswarm.run.exits import UsageError
 from wsswarm.run.plan import planned_steps
@@ -161,3 +166,39 @@ def test_step_options_are_checked() -> None:
     for bad, message in cases:
         with pytest.raises(UsageError, match=message):
             validate(bad)
+
+
+def test_hosts_with_one_start_at_measure_every_step_in_the_same_seconds(
+    wsecho: Wsecho, tmp_path: Path
+) -> None:
+    """Two `wsswarm run --steps` ("hosts", one and two processes) given one --start-at plan
+    the same windows from the shared parameters alone; the report over both merges each step
+    from both hosts: the planned counts and the round trips add up."""
+    start_at = math.floor(time.time()) + 8.0  # room for two start-ups on a loaded machine
+    target = tmp_path / "results" / "r1" / "echo"
+    argv = [
+        sys.executable, "-m", "wsswarm", "run", "--url", wsecho.url("/"), "--steps", "10,20",
+        "--step-duration", "2", "--connect-rate", "50", "--warmup", "0.5",
+        "--start-at", str(start_at),
+    ]  # fmt: skip
+    runs = [
+        subprocess.Popen(
+            [*argv, "--processes", processes, "--out", str(target / host)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for host, processes in (("hostA", "1"), ("hostB", "2"))
+    ]
+    outputs = [run.communicate(timeout=90) for run in runs]
+    for run, (out, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, out + err
+    summaries = [json.loads((target / h / "summary.json").read_text()) for h in ("hostA", "hostB")]
+    windows = [[(s["measure_started"], s["measure_ended"]) for s in r["steps"]] for r in summaries]
+    # 10 at 50/s: 0.2 s + 0.5 s -> 1 s; then 10 more from 3 s: -> 4 s.
+    assert windows == [[(start_at + 1, start_at + 3), (start_at + 4, start_at + 6)]] * 2
+    merged = build_summary(target.parent)[0]["targets"]["echo"]
+    assert [s["connections_planned"] for s in merged["steps"]] == [20, 40]
+    assert [s["connections"]["open"] for s in merged["steps"]] == [20, 40]
+    for index, step in enumerate(merged["steps"]):
+        assert step["roundtrips"] == sum(r["steps"][index]["roundtrips"] for r in summaries)
