@@ -11,13 +11,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
-# What a scenario's output must also say. The lab machines' /dev/kvm exists but hangs a guest
-# kernel (molecule/vm_target/molecule.yml passes it in), so accelerator "auto" must see the probe
-# time out, fall back to TCG and warn.
+# What a scenario's output must also say. The lab machines' /dev/kvm exists but does not run a
+# guest kernel (molecule/vm_target/molecule.yml passes it in), so accelerator "auto" must fall back
+# to TCG and warn. How the probe's guest fails (a timeout, a signal, an early exit) varies with the
+# machine; tests/test_kvm_probe.py checks each of those reasons.
 EXPECTED_OUTPUT = {
     "vm_target": [
         "WARNING: KVM does not work on",
-        "a guest kernel did not boot under KVM within",
         "the VM target runs under TCG emulation",
     ],
 }
