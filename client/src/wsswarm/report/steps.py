@@ -112,7 +112,7 @@ def write_capacity_plot(out_dir: Path, results: list[dict[str, Any]]) -> list[tu
     for ref, marker in zip(REFERENCE_2017, ("s", "^"), strict=False):
         low, high = ref["latency_ms"]
         top.plot([10_000], [(low + high) / 2], marker=marker, color="black", linestyle="none",
-                 label=f"{ref['target']} (mean latency)")  # fmt: skip
+                 label=ref["target"])  # fmt: skip
         low, high = ref["roundtrips_per_s"]
         bottom.plot([10_000], [(low + high) / 2], marker=marker, color="black",
                     linestyle="none", label=ref["target"])  # fmt: skip
