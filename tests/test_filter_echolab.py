@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+from argparse import Namespace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from wsswarm.run.plan import planned_steps
 from wsswarm.run.plan import split as wsswarm_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,6 +166,8 @@ def test_client_share_per_host() -> None:
         "rate": 25.0,
         "measure_after": 5.0,
         "seconds": 45.0,
+        "steps": [],
+        "step_starts": [],
     }
 
 
@@ -447,3 +451,97 @@ def test_capacity_a_container_capped_by_dockerd_names_dockerds_limit() -> None:
         "a container's limit stops at dockerd's (20,000): raise dockerd's LimitNOFILE (a "
         "systemd drop-in for docker.service, as host_tuning writes)"
     ]
+
+
+CAPACITY = {"steps": [100, 250, 500, 1000], "connections": 1000, "step_duration": 15}
+
+
+def test_plan_takes_capacity_steps_from_variables_or_strings() -> None:
+    """Steps come as a list or as the comma-separated string of `-e echolab_steps=...`; without
+    them the plan has no steps (one measured window)."""
+    params = plan(**CAPACITY, stop_when=["failed>0", " p99>500ms"])
+    assert params["steps"] == [100, 250, 500, 1000]
+    assert params["step_duration"] == 15
+    assert params["stop_when"] == ["failed>0", "p99>500ms"]
+    assert plan(steps="100, 250,500,1000", connections=1000)["steps"] == [100, 250, 500, 1000]
+    single = plan()
+    assert (single["steps"], single["stop_when"], single["step_duration"]) == ([], [], 60)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"steps": [100, 100, 1000]}, r"the steps must increase, got \[100, 100, 1000\]"),
+        ({"steps": [100, 500]}, "connections is the last step's count: connections is 1000"),
+        ({"steps": [100, 1000], "compat": True}, "not with compat"),
+        ({"steps": [100, 1000], "step_duration": 0}, "step_duration must be >= 1"),
+        ({"steps": [100, 1000], "step_duration": 2.5}, "step_duration must be a whole number"),
+        ({"steps": [101, 1000]}, "multiple of the 2 client hosts"),
+        ({"steps": [2, 1000]}, r"first step \(2 over 2 client host\(s\)\) needs at least one"),
+        ({"steps": [100, "many", 1000]}, r"steps\[1\] must be a number"),
+        ({"steps": [100, 1000], "stop_when": ["p99>>5"]}, "stop_when: SLO 'p99>>5': expected"),
+        ({"steps": [100, 1000], "stop_when": ["lag>5"]}, "unknown metric 'lag'"),
+        ({"stop_when": ["failed>0"]}, "stop_when needs steps"),
+    ],
+)
+def test_plan_refuses_bad_steps(given: dict[str, Any], message: str) -> None:
+    """Each rule of `wsswarm run --steps` is checked on the plan, before any host is touched."""
+    with pytest.raises(AnsibleFilterError, match=message):
+        plan(**{"connections": 1000, **given})
+
+
+def test_client_share_of_capacity_steps() -> None:
+    """Each host opens its half of every step; its run lasts the planned windows of all steps
+    plus the drain: (ceil(50/25 + 5) + 15) + (ceil(75/25 + 5) + 15) + ... + 10 s."""
+    params = plan(**CAPACITY)
+    share = echolab.client_share(params, "c2")
+    assert share["steps"] == [50, 125, 250, 500]
+    assert share["step_starts"] == [0, 22, 45, 70]
+    assert share["measure_after"] == 7
+    assert share["seconds"] == 70 + 15 + 15 + 10
+    testhost = echolab.client_share(params, "th")
+    assert (testhost["steps"], testhost["seconds"]) == ([0, 0, 0, 0], share["seconds"])
+    single = echolab.client_share(plan(), "c1")
+    assert (single["steps"], single["step_starts"]) == ([], [])
+
+
+def test_client_share_checks_steps_given_to_the_role() -> None:
+    """Steps given to swarm_run directly (swarm_run_steps) are checked as the plan's are."""
+    with pytest.raises(AnsibleFilterError, match="the steps must increase"):
+        echolab.client_share(dict(plan(**CAPACITY), steps=[500, 250, 1000]), "c1")
+
+
+@pytest.mark.parametrize(
+    ("steps", "rate", "warmup", "step_duration"),
+    [([100, 250, 500, 1000], 50.0, 5.0, 15), ([7], 3.0, 0.0, 1), ([1, 2, 3000], 75.0, 2.5, 60)],
+)
+def test_step_windows_agree_with_wsswarm(
+    steps: list[int], rate: float, warmup: float, step_duration: int
+) -> None:
+    """The kit plans the step windows exactly as `wsswarm run --steps` does, so its planned time
+    (progress lines, the overrun stop) ends when the swarm's last window ends."""
+    args = Namespace(
+        steps=steps, processes=1, connect_rate=rate, warmup=warmup, step_duration=step_duration
+    )
+    assert echolab.step_windows(steps, rate, warmup, step_duration) == planned_steps(args, 0.0)
+
+
+def test_slo_failures_names_each_failed_gate() -> None:
+    """Only the gates that failed, each with its target and value; none without gates."""
+    gate = {"expr": "p99<100ms", "metric": "p99", "op": "<", "threshold": 100.0}
+    summary = {
+        "targets": {
+            "vm": {"slo": [dict(gate, value=250.5, passed=False)]},
+            "container": {"slo": [dict(gate, value=3.0, passed=True)]},
+            "baseline": {
+                "slo": [dict(gate, value=None, passed=False)],
+            },
+        }
+    }
+    assert echolab.slo_failures(summary) == [
+        "target vm: SLO p99<100ms: 250.5 ms -> FAIL",
+        "target baseline: SLO p99<100ms: no value -> FAIL",
+    ]
+    assert echolab.slo_failures({"targets": {"vm": {"slo": []}}}) == []
+    with pytest.raises(AnsibleFilterError, match=r"expected the report's summary\.json"):
+        echolab.slo_failures(["not", "a", "summary"])

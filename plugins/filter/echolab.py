@@ -2,11 +2,13 @@
 
     echolab_plan_params    the `echolab_*` variables and the profile -> the validated plan
     echolab_plan_targets   the target list -> one entry per enabled target and repetition
-    echolab_client_share   the plan and a host -> that host's part (connections, rate, timings)
+    echolab_client_share   the plan and a host -> that host's part (connections, rate, timings,
+                           its capacity steps and when each begins)
     echolab_split          a total spread over n parts, as `wsswarm run` spreads it over workers
     echolab_target_status  what the hosts recorded -> status.json of one target (docs/formats.md)
     echolab_target_failures  what the hosts recorded -> the lines of the play's final verdict
     echolab_status_failures  the run's status.json records -> the lines of the report's verdict
+    echolab_slo_failures   the report's summary.json -> one line per SLO gate that failed
     echolab_target_limits  the plan and the test host's open-file ceiling -> the targets' limits
     echolab_path_capacity  the plan, the targets, their limits and the client hosts' source
                            addresses -> what each path holds, and every plan it cannot hold
@@ -17,6 +19,8 @@ raises AnsibleFilterError naming every problem found, so a play stops with a rea
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -39,6 +43,10 @@ PLAN_KEYS: dict[str, tuple[type, Any]] = {
     "open_rate": (float, 1.0),
     "compat": (bool, False),
     "baseline": (bool, True),
+    # Capacity steps (`wsswarm run --steps`): [] is one measured window of `connections`.
+    "steps": (list, []),
+    "step_duration": (int, 60),
+    "stop_when": (list, []),
     "connect_timeout": (float, 10.0),
     "start_delay": (float, 8.0),
     "progress_interval": (float, 5.0),
@@ -53,6 +61,8 @@ RUN_ONLY_KEYS = (
     "clock_warn_s",
     "clock_fail_s",
 )
+# The element type of each list key (a comma-separated string is read as a list too).
+LIST_ELEMENTS: dict[str, type] = {"steps": int, "stop_when": str}
 TARGET_KINDS = ("vm", "container", "baseline")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # The 2017 client opens 3 connections per 200 ms per worker whatever the requested rate.
@@ -64,13 +74,20 @@ STATUS_FORMAT_VERSION = 1
 
 def _convert(key: str, kind: type, value: Any) -> Any:
     """`value` as `kind`; ValueError with the key's name when it is not one."""
+    if kind is list:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, Sequence):
+            raise ValueError(f"{key} must be a list, got {value!r}")
+        element = LIST_ELEMENTS[key]
+        return [_convert(f"{key}[{i}]", element, item) for i, item in enumerate(value)]
     if kind is bool:
         try:
             return boolean(value, strict=True)
         except TypeError as exc:
             raise ValueError(f"{key} must be a boolean, got {value!r}") from exc
     if kind is str:
-        return str(value)
+        return str(value).strip()
     if isinstance(value, bool):
         raise ValueError(f"{key} must be a number, got {value!r}")
     try:
@@ -170,7 +187,67 @@ def _check_params(p: Mapping[str, Any]) -> list[str]:
             f"{p['connections']} connections over {len(p['clients'])} client host(s) with "
             f"{p['processes']} process(es) each"
         )
+    return problems + _check_steps(p)
+
+
+def _check_steps(p: Mapping[str, Any]) -> list[str]:
+    """Every rule the plan's capacity steps break (none without steps, unless --stop-when is
+    given alone). The rules of `wsswarm run --steps`, checked for every client host's share."""
+    steps, stop_when = list(p.get("steps") or []), list(p.get("stop_when") or [])
+    if not steps:
+        return ["stop_when needs steps"] if stop_when else []
+    hosts = len(p["clients"])
+    rules: list[tuple[bool, str]] = [
+        (all(count >= 1 for count in steps), f"every step must be >= 1, got {steps}"),
+        (
+            all(b > a for a, b in itertools.pairwise(steps)),
+            f"the steps must increase, got {steps}",
+        ),
+        (
+            p["connections"] == steps[-1],
+            f"with steps, connections is the last step's count: connections is "
+            f"{p['connections']}, the last step {steps[-1]} (set echolab_connections to it)",
+        ),
+        (not p["compat"], "steps are not a 2017 run: not with compat"),
+        (
+            p.get("step_duration", 60) >= 1,
+            f"step_duration must be >= 1, got {p.get('step_duration')}",
+        ),
+        (
+            hosts == 0 or all(count % hosts == 0 for count in steps),
+            f"every step must be a multiple of the {hosts} client hosts, so that every host "
+            f"plans the same step windows, got {steps}",
+        ),
+        (
+            hosts == 0 or steps[0] // hosts >= p["processes"],
+            f"the first step ({steps[0]} over {hosts} client host(s)) needs at least one "
+            f"connection per process ({p['processes']} on each host)",
+        ),
+    ]
+    problems = [message for ok, message in rules if not ok]
+    from wsswarm import slo  # noqa: PLC0415 - the kit's own client, on the controller
+
+    for expr in stop_when:
+        try:
+            slo.parse(expr)
+        except slo.SloError as exc:
+            problems.append(f"stop_when: {exc}")
     return problems
+
+
+def step_windows(
+    counts: Sequence[int], rate: float, warmup: float, step_duration: int
+) -> list[tuple[float, float, float]]:
+    """Per capacity step, in seconds after the run's start: its ramp's start and its measured
+    window, as `wsswarm run --steps` plans them (wsswarm.run.plan.planned_steps; a test holds
+    the two together)."""
+    plan: list[tuple[float, float, float]] = []
+    ramp_start, previous = 0.0, 0
+    for count in counts:
+        start = ramp_start + math.ceil((count - previous) / rate + warmup - 1e-9)
+        plan.append((ramp_start, start, start + step_duration))
+        ramp_start, previous = start + step_duration, count
+    return plan
 
 
 def plan_targets(targets: Any, repetitions: Any) -> list[dict[str, Any]]:
@@ -243,7 +320,9 @@ def split(total: Any, parts: Any) -> list[int]:
 def client_share(params: Any, host: str) -> dict[str, Any]:
     """This host's part of the plan: whether it is a client and/or the test host, the
     connections it opens (client) and serves (test host), its connect rate, and when its
-    measured window and its run end at the latest (seconds after the start instant)."""
+    measured window and its run end at the latest (seconds after the start instant). With
+    capacity steps: its count per step, and when each step's ramp begins; its first window is
+    measure_after, and its run ends after the last step's window."""
     try:
         clients = list(params["clients"])
         connections = params["connections"]
@@ -253,6 +332,8 @@ def client_share(params: Any, host: str) -> dict[str, Any]:
         warmup = float(params["warmup"])
         duration = float(params["duration"])
         testhost = params["testhost"]
+        steps = list(params.get("steps") or [])
+        step_duration = int(params.get("step_duration", 60))
     except (KeyError, TypeError, ValueError) as exc:
         raise AnsibleFilterError(
             "echolab_client_share: expected the plan (experiment_plan_params), "
@@ -265,6 +346,23 @@ def client_share(params: Any, host: str) -> dict[str, Any]:
     rate = COMPAT_RATE_PER_PROCESS * processes if compat else rate_total / len(clients)
     ramp = mine / rate if mine > 0 else 0.0
     measure_after = ramp + warmup + (1 if compat else 0)
+    seconds = ramp + warmup + duration + DRAIN_S
+    host_steps: list[int] = []
+    step_starts: list[float] = []
+    if steps:
+        problems = _check_steps(params)
+        if problems:
+            raise AnsibleFilterError(
+                "echolab_client_share: the capacity steps are not valid: " + "; ".join(problems)
+            )
+        index = clients.index(host) if is_client else 0
+        host_steps = [split(count, len(clients))[index] for count in steps]
+        windows = step_windows(host_steps, rate, warmup, step_duration)
+        step_starts = [ramp_start for ramp_start, _, _ in windows]
+        measure_after = windows[0][1]
+        seconds = windows[-1][2] + DRAIN_S
+        if not is_client:
+            host_steps = [0] * len(steps)
     return {
         "is_client": is_client,
         "is_testhost": host == testhost,
@@ -274,7 +372,9 @@ def client_share(params: Any, host: str) -> dict[str, Any]:
         "server_connections": connections if host == testhost else 0,
         "rate": round(rate, 3),
         "measure_after": measure_after,
-        "seconds": ramp + warmup + duration + DRAIN_S,
+        "seconds": seconds,
+        "steps": host_steps,
+        "step_starts": step_starts,
     }
 
 
@@ -354,6 +454,24 @@ def status_failures(statuses: Any) -> list[str]:
                     f"{ended.get('message', '')}"
                 )
     return lines
+
+
+def slo_failures(summary: Any) -> list[str]:
+    """One line per SLO gate that failed, from the summary.json of `wsswarm report --slo`
+    (docs/formats.md: targets.<target>.slo[])."""
+    targets = summary.get("targets") if isinstance(summary, Mapping) else None
+    if not isinstance(targets, Mapping):
+        raise AnsibleFilterError(
+            f"echolab_slo_failures: expected the report's summary.json, got {summary!r:.200}"
+        )
+    from wsswarm import slo  # noqa: PLC0415 - the kit's own client, on the controller
+
+    return [
+        f"target {name}: {slo.line(gate)}"
+        for name, result in targets.items()
+        for gate in (result or {}).get("slo") or []
+        if not gate["passed"]
+    ]
 
 
 class FdCost(NamedTuple):
@@ -604,6 +722,7 @@ class FilterModule:
             "echolab_target_status": target_status,
             "echolab_target_failures": target_failures,
             "echolab_status_failures": status_failures,
+            "echolab_slo_failures": slo_failures,
             "echolab_target_limits": target_limits,
             "echolab_path_capacity": path_capacity,
         }
