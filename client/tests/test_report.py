@@ -964,3 +964,23 @@ def test_capacity_steps_merged_per_step_with_the_largest_count_within_p99(
         expected = step["connections"]["open"]
     assert expected is not None
     assert within["largest_open_within_limit"] == expected
+
+
+def test_a_run_stopped_early_is_judged_against_its_last_steps_count(
+    tmp_path: Path, wsecho: tuple[int, subprocess.Popen[bytes]]
+) -> None:
+    """`--stop-when` that holds at step 1 of 10,20,40: the target's planned connections are
+    step 1's 10 (all open), not the last step's 40, so no "only 10 of 40 were open" warning."""
+    port, server = wsecho
+    stopped = (
+        "--processes", "1", "--steps", "10,20,40", "--step-duration", "2", "--warmup", "0.5",
+        "--connect-rate", "100", "--stop-when", "p99>0.001ms",
+    )  # fmt: skip
+    root = real_run(tmp_path / "results" / "stopped", port, server, 0, stopped)
+    run = json.loads((root / "echo" / "c1" / "summary.json").read_text())
+    assert run["message"] == "--stop-when p99>0.001ms at step 1"
+    result = build_summary(root)[0]["targets"]["echo"]
+    assert [s["step"] for s in result["steps"]] == [1]
+    assert result["connections"]["planned"] == 10
+    assert result["connections"]["open"] == 10
+    assert not [w for w in result["warnings"] if "connections were open" in w], result["warnings"]

@@ -58,7 +58,11 @@ def analyse_target(
     common = _common_window(workers, warnings)
     hist, selected = _merge_roundtrips(workers, common, hists, result, warnings)
     result["roundtrips_per_s_cv"] = _roundtrips_cv(workers, common, warnings)
-    _merge_connections(target, workers, common, selected, result=result, warnings=warnings)
+    # A run that --stop-when ended early is judged against the count of its last step measured.
+    planned = steps.planned_count(target, numbers[-1]) if numbers else None
+    _merge_connections(
+        target, workers, common, selected, planned=planned, result=result, warnings=warnings
+    )
     dial_hists = _merge_dial_latency(workers, problems, result)
     _merge_client(target, workers, hists, result, warnings)
     result["server"] = server_figures(target, common, warnings)
@@ -266,10 +270,12 @@ def _merge_connections(
     common: tuple[float, float] | None,
     selected: list[dict[str, Any]],
     *,
+    planned: int | None,
     result: dict[str, Any],
     warnings: list[str],
 ) -> None:
-    """Connections and errors: cumulative, so the last record of each worker counts."""
+    """Connections and errors: cumulative, so the last record of each worker counts. `planned`:
+    the connections the window was meant to hold (None: the hosts' --connections)."""
     attempted = failed = dropped = open_end = 0
     errors: dict[str, int] = {}
     for worker in workers:
@@ -283,7 +289,10 @@ def _merge_connections(
         chosen = [t for t in worker.measure if in_window(t, common)]
         if chosen:
             open_end += chosen[-1].get("open", 0)
-    planned = sum(int(host_params(h).get("connections") or 0) for h in target.hosts if h.workers)
+    if planned is None:
+        planned = sum(
+            int(host_params(h).get("connections") or 0) for h in target.hosts if h.workers
+        )
     result["connections"] = {
         "planned": planned or None,
         "attempted": attempted,
