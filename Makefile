@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: help bootstrap reproduce test test-fast lint lock bench clean
 
 help:
-	@echo "make reproduce [PROFILE=lab|quick|seed|capacity]  set up the lab and run the experiment"
+	@echo "make reproduce [PROFILE=NAME]             set up the lab and run the experiment (PROFILE: lab, quick, seed, capacity)"
 	@echo "make test                                 lint + the whole test suite (what CI runs)"
 	@echo "make test-fast                            unit and loopback tests only (no lab hosts)"
 	@echo "make lint                                 ruff, mypy --strict, yamllint, ansible-lint"
