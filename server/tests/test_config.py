@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from wsecho.cli import main
@@ -53,6 +54,21 @@ def test_empty_run_token_means_none() -> None:
     assert load(["--run-token", "a.b_c~d+e/f=g-1"], {}).run_token == "a.b_c~d+e/f=g-1"
 
 
+def test_run_token_file_is_read_each_time(tmp_path: Path) -> None:
+    """--run-token-file: the token is what the file holds now; missing or invalid: none."""
+    path = tmp_path / "run-token"
+    settings = load(["--run-token-file", str(path)], {})
+    assert settings.current_run_token() is None  # no file yet
+    path.write_text("first-run\n")
+    assert settings.current_run_token() == "first-run"
+    path.write_text("second-run")
+    assert settings.current_run_token() == "second-run"
+    path.write_text("two words\n")
+    assert settings.current_run_token() is None
+    assert load([], {"WSECHO_RUN_TOKEN_FILE": str(path)}).run_token_file == str(path)
+    assert load(["--run-token", "t"], {}).current_run_token() == "t"
+
+
 def test_flags_win_over_environment() -> None:
     """A flag overrides its environment variable."""
     settings = load(
@@ -91,6 +107,7 @@ def test_sizes_accept_binary_units(text: str, expected: int) -> None:
         (["--run-token", "two words"], "run-token must be 1-128 characters"),
         (["--run-token", "x\r\nSet-Cookie: a=b"], "run-token must be 1-128 characters"),
         (["--run-token", "t" * 129], "run-token must be 1-128 characters"),
+        (["--run-token", "t", "--run-token-file", "/f"], "run-token or run-token-file, not both"),
     ],
 )
 def test_invalid_settings_give_one_line_and_exit_code_2(

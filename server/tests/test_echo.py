@@ -9,6 +9,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -225,6 +226,21 @@ def test_run_token_from_the_environment(
     monkeypatch.setenv("WSECHO_RUN_TOKEN", "from-env")
     service = start_service(backend)
     assert service.http_header("/healthz", "Echolab-Run-Token") == "from-env"
+
+
+def test_run_token_file_follows_a_new_token(
+    start_service: Callable[..., Service], backend: str, tmp_path: Path
+) -> None:
+    """--run-token-file: /healthz answers with what the file holds at each request, so a new
+    run's token is answered without a restart; no file, no header."""
+    path = tmp_path / "run-token"
+    service = start_service(backend, "--run-token-file", str(path))
+    assert service.http_get("/healthz")[0] == 200
+    assert service.http_header("/healthz", "Echolab-Run-Token") is None
+    path.write_text("run-one\n")
+    assert service.http_header("/healthz", "Echolab-Run-Token") == "run-one"
+    path.write_text("run-two\n")
+    assert service.http_header("/healthz", "Echolab-Run-Token") == "run-two"
 
 
 def test_connection_limit_answers_503_and_keeps_serving(

@@ -98,6 +98,19 @@ def test_no_token_no_header(start_node: Callable[..., int]) -> None:
     assert _healthz(start_node(ECHOLAB_RUN_TOKEN="")) == (200, None, "ok")
 
 
+def test_token_file_is_read_at_each_request(start_node: Callable[..., int], tmp_path: Path) -> None:
+    """ECHOLAB_RUN_TOKEN_FILE: /healthz answers with what the file holds now; none: no header."""
+    path = tmp_path / "run-token"
+    port = start_node(ECHOLAB_RUN_TOKEN_FILE=str(path))
+    assert _healthz(port) == (200, None, "ok")
+    path.write_text("run-one\n")
+    assert _healthz(port) == (200, "run-one", "ok")
+    path.write_text("run-two\n")
+    assert _healthz(port) == (200, "run-two", "ok")
+    path.write_text("not a token\n")
+    assert _healthz(port) == (200, None, "ok")
+
+
 def test_bad_token_exits_2_with_one_line(node_path: Path) -> None:
     done = subprocess.run(
         ["node", str(SERVER_JS)],

@@ -124,7 +124,7 @@ class WebsocketsServer:
 
     def _route(self, connection: ServerConnection, request: Request) -> Response | None:
         """websockets' process_request: plain HTTP endpoints, the connection limit, or None."""
-        endpoint = http_endpoint(request.path, self.metrics, self.settings.run_token)
+        endpoint = http_endpoint(request.path, self.metrics, self.settings.current_run_token())
         if endpoint is not None:
             connection.wsecho_state = _HTTP  # type: ignore[attr-defined]
             return _response(

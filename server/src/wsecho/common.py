@@ -95,5 +95,6 @@ def describe(settings: Settings) -> str:
         f"backend={settings.backend} host={settings.host} max_message_size="
         f"{settings.max_message_size} max_connections={settings.max_connections} "
         f"handshake_timeout={settings.handshake_timeout:g}s run_token={settings.run_token or '-'} "
+        f"run_token_file={settings.run_token_file or '-'} "
         f"workers={settings.workers}"
     )

@@ -54,6 +54,9 @@ class Settings:
     run_token: str | None = None
     # Processes serving the port (SO_REUSEPORT), each with its own event loop.
     workers: int = 1
+    # Or a file holding it, read at each /healthz: a deployment can change the token while the
+    # service runs (a missing file or an invalid token there: no header).
+    run_token_file: str | None = None
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -87,12 +90,26 @@ class Settings:
                 "run-token must be 1-128 characters of A-Z a-z 0-9 . _ ~ + / = -, "
                 f"got {self.run_token!r}"
             )
+        if self.run_token is not None and self.run_token_file is not None:
+            raise ConfigError("give run-token or run-token-file, not both")
 
     @property
     def logging_level(self) -> int:
         """The `logging` module's number for `log_level`."""
         level: int = getattr(logging, self.log_level.upper())
         return level
+
+    def current_run_token(self) -> str | None:
+        """The token /healthz answers with now: run_token, or what run_token_file holds (None
+        when the file is missing or holds no valid token)."""
+        if self.run_token_file is None:
+            return self.run_token
+        try:
+            with open(self.run_token_file, encoding="ascii", errors="replace") as file:
+                token = file.read(256).strip()
+        except OSError:
+            return None
+        return token if RUN_TOKEN_RE.fullmatch(token) else None
 
 
 def parse_size(text: str) -> int:
@@ -154,6 +171,12 @@ _OPTIONS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
         "run_token",
         _parse_token,
         "the run's identity: /healthz answers with it in its Echolab-Run-Token header",
+    ),
+    (
+        "--run-token-file",
+        "run_token_file",
+        _parse_token,
+        "a file holding the run token, read at each /healthz (instead of --run-token)",
     ),
 )
 

@@ -463,7 +463,9 @@ class PicowsConnection(WSProtocol):  # type: ignore[misc]
         """picows' listener factory: plain HTTP endpoints, the connection limit, or an echo."""
         host = self.host
         metrics = host.metrics
-        endpoint = http_endpoint(request.path.decode("latin-1"), metrics, host.settings.run_token)
+        endpoint = http_endpoint(
+            request.path.decode("latin-1"), metrics, host.settings.current_run_token()
+        )
         if endpoint is not None:
             self.state = _HTTP
             response = WSUpgradeResponse.create_ok_response(
