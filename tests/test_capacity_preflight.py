@@ -1,11 +1,13 @@
-"""The capacity preflight in check mode: a 100,000-connection plan over 2 client hosts with 2
-source addresses each passes; over 1 client host with 1 address it is refused with the
-arithmetic. The plan comes from the real experiment_plan role (the inventory's groups and
-echolab_source_addresses); the check is experiment_preflight's `capacity` entry point. The
-inventory's hosts are never contacted: both plays run on the controller."""
+"""The preflight stage (playbooks/preflight.yml) in check mode: a 100,000-connection plan over 2
+client hosts with 2 source addresses each passes; over 1 client host with 1 address it is
+refused with the arithmetic. The plan comes from the real experiment_plan role (the inventory's
+groups and echolab_source_addresses); the check is experiment_preflight's `capacity` entry point
+as site.yml runs it. Only the test host `th` runs (--limit), on this machine (local connection,
+read-only); the client hosts are never contacted."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,16 +17,23 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PLAYBOOK = ROOT / "tests" / "playbooks" / "capacity_preflight.yml"
+PLAYBOOK = ROOT / "playbooks" / "preflight.yml"
 
 
 def run_preflight(
-    tmp_path: Path, clients: dict[str, list[str]], *extra: str
+    tmp_path: Path, clients: dict[str, list[str]], *extra: str, docker_proxy: bool = False
 ) -> subprocess.CompletedProcess[str]:
+    """The preflight stage against `th` (this machine) with docker-proxy in the containers' path
+    or not (container_target_userland_proxy), and `clients` with their source addresses."""
+    testhost = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "container_target_userland_proxy": docker_proxy,
+    }
     inventory: dict[str, Any] = {
         "all": {
             "children": {
-                "testhosts": {"hosts": {"th": {}}},
+                "testhosts": {"hosts": {"th": testhost}},
                 "clients": {
                     "hosts": {
                         host: {"echolab_source_addresses": addresses} if addresses else {}
@@ -43,6 +52,8 @@ def run_preflight(
             "--check",
             "-i",
             str(path),
+            "--limit",
+            "th,localhost",
             *(extra or ("-e", "echolab_connections=100000")),
             str(PLAYBOOK),
         ],
@@ -95,11 +106,7 @@ def test_the_seed_run_through_docker_proxy_meets_this_machines_dockerd(tmp_path:
     is noted as not known, never guessed."""
     hard = dockerd_hard_nofile()
     result = run_preflight(
-        tmp_path,
-        {"c1": []},
-        "-e",
-        '{"echolab_connections": 10000, "capacity_dockerd_nofile": null, '
-        '"capacity_docker_proxy": true}',
+        tmp_path, {"c1": []}, "-e", "echolab_connections=10000", docker_proxy=True
     )
     out = " ".join(result.stdout.split())
     if hard is None:
@@ -132,3 +139,28 @@ def test_the_entry_points_spec_refuses_bad_input(tmp_path: Path) -> None:
         "to convert to dict"
     ) in out
     assert "Find dockerd" not in out
+
+
+def test_the_daemons_own_setting_decides_when_the_inventory_leaves_it_open(
+    tmp_path: Path,
+) -> None:
+    """container_target_userland_proxy null: docker-proxy is in the path unless this machine's
+    /etc/docker/daemon.json turns `userland-proxy` off (Docker's default is on)."""
+    hard = dockerd_hard_nofile()
+    daemon_json = Path("/etc/docker/daemon.json")
+    settings = json.loads(daemon_json.read_text()) if daemon_json.exists() else {}
+    result = run_preflight(
+        tmp_path,
+        {"c1": []},
+        "-e",
+        '{"echolab_connections": 10000, "container_target_userland_proxy": null}',
+    )
+    out = " ".join(result.stdout.split())
+    if settings.get("userland-proxy", True):
+        assert "container: docker-proxy 6 fd(s)/connection + 7" in out
+    else:
+        assert "container: wsecho 1 fd(s)/connection + 14" in out
+        assert "docker-proxy" not in out.split("Say what each target's path holds")[1]
+    assert (result.returncode != 0) == (
+        settings.get("userland-proxy", True) and hard is not None and hard < 60_007
+    ), result.stdout

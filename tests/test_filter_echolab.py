@@ -272,6 +272,7 @@ def test_target_limits_keep_the_old_values_for_small_plans() -> None:
     nothing under them."""
     for connections in (50, 500, 10_000):
         limits = echolab.target_limits(plan(connections=connections), 20_000)
+        assert limits.pop("target_memory_mib") == (725 if connections == 10_000 else 512)
         assert limits == {
             "container_nofile": 16_384,
             "baseline_nofile": 16_384,
@@ -292,6 +293,19 @@ def test_target_limits_grow_with_the_plan_and_stop_at_the_ceiling() -> None:
     assert echolab.target_limits(plan(connections=30_000))["container_nofile"] == 31_024
 
 
+def test_target_memory_is_a_budget_per_planned_connection() -> None:
+    """256 MiB + 48 KiB per connection, never under 2017's 512 MiB; one figure for the VM and the
+    containers; a value given by hand wins, and the budget can be set."""
+    assert echolab.target_limits(plan(connections=10_000))["target_memory_mib"] == 256 + 469
+    assert echolab.target_limits(plan(connections=100_000))["target_memory_mib"] == 256 + 4_688
+    assert echolab.target_limits(plan(connections=5_000))["target_memory_mib"] == 512
+    assert echolab.target_limits(plan(connections=100_000), None, 2048)["target_memory_mib"] == 2048
+    assert (
+        echolab.target_limits(plan(connections=1_000), None, None, 1000, 64)["target_memory_mib"]
+        == 1000 + 63
+    )
+
+
 @pytest.mark.parametrize(
     ("params", "ceiling", "message"),
     [
@@ -305,6 +319,20 @@ def test_target_limits_grow_with_the_plan_and_stop_at_the_ceiling() -> None:
 def test_target_limits_refuse_bad_input(params: Any, ceiling: Any, message: str) -> None:
     with pytest.raises(AnsibleFilterError, match=message):
         echolab.target_limits(params, ceiling)
+
+
+@pytest.mark.parametrize(
+    ("memory", "message"),
+    [
+        ((255, 256, 48), "memory_mib must be a whole number >= 256"),
+        (("1G", 256, 48), "memory_mib must be a whole number >= 256"),
+        ((None, -1, 48), "memory_base_mib must be a whole number >= 0"),
+        ((None, 256, 4.5), "memory_kib_per_connection must be a whole number >= 0"),
+    ],
+)
+def test_target_memory_refuses_bad_input(memory: tuple[Any, Any, Any], message: str) -> None:
+    with pytest.raises(AnsibleFilterError, match=message):
+        echolab.target_limits(plan(connections=10), None, *memory)
 
 
 def test_capacity_scale_plan_over_two_hosts_with_two_addresses_each_fits() -> None:

@@ -10,6 +10,7 @@
     echolab_status_failures  the run's status.json records -> the lines of the report's verdict
     echolab_slo_failures   the report's summary.json -> one line per SLO gate that failed
     echolab_target_limits  the plan and the test host's open-file ceiling -> the targets' limits
+                           (nofile, wsecho's --max-connections, memory)
     echolab_path_capacity  the plan, the targets, their limits and the client hosts' source
                            addresses -> what each path holds, and every plan it cannot hold
 
@@ -517,6 +518,13 @@ NOFILE_FLOOR = {"container": 16_384, "baseline": 16_384, "vm": 100_000}
 MAX_CONNECTIONS_FLOOR = 50_000
 # Open files a target process gets beyond its connections (health checks, logs, the loop).
 TARGET_FD_HEADROOM = 1_024
+# Memory of a target (the VM's, and each container's limit): the 2017 VM's 512 MiB at least; the
+# defaults of experiment_plan_target_memory_* (roles/experiment_plan/defaults/main.yml) say why.
+MEMORY_FLOOR_MIB = 512
+MEMORY_BASE_MIB = 256
+MEMORY_KIB_PER_CONNECTION = 48
+# The least memory a target may be given by hand (vm_target refuses less).
+VM_MEMORY_MIN_MIB = 256
 PROXY_FIX = (
     "raise dockerd's LimitNOFILE (a systemd drop-in for docker.service, as host_tuning writes), "
     "or take docker-proxy out of the path: docker_host_userland_proxy: false "
@@ -531,15 +539,30 @@ def _count(name: str, value: Any, minimum: int = 0) -> int:
     return value
 
 
-def target_limits(params: Any, ceiling: Any = None) -> dict[str, int]:
+def target_limits(
+    params: Any,
+    ceiling: Any = None,
+    memory_mib: Any = None,
+    memory_base_mib: Any = MEMORY_BASE_MIB,
+    memory_kib_per_connection: Any = MEMORY_KIB_PER_CONNECTION,
+) -> dict[str, int]:
     """The targets' limits from the plan: each target's nofile is the plan's connections plus
     TARGET_FD_HEADROOM (never under its floor), capped by `ceiling` (the hard open-file limit a
     process may have on the test host, e.g. dockerd's; None: no cap) for the containers; the VM
-    has its own kernel. wsecho's --max-connections is the plan's connections (floor 50,000)."""
+    has its own kernel. wsecho's --max-connections is the plan's connections (floor 50,000).
+    `target_memory_mib`, the VM's memory and every container's memory limit alike: `memory_mib`
+    when given, else `memory_base_mib` + `memory_kib_per_connection` per planned connection
+    (never under MEMORY_FLOOR_MIB)."""
     if not isinstance(params, Mapping) or "connections" not in params:
         raise AnsibleFilterError(f"echolab_target_limits: expected the plan, got {params!r}")
     connections = _count("the plan's connections", params["connections"], 1)
     cap = None if ceiling is None else _count("echolab_target_limits: ceiling", ceiling, 1)
+    if memory_mib is None:
+        base = _count("echolab_target_limits: memory_base_mib", memory_base_mib, 0)
+        per = _count("echolab_target_limits: memory_kib_per_connection", memory_kib_per_connection)
+        memory = max(MEMORY_FLOOR_MIB, base + -(-connections * per // 1024))
+    else:
+        memory = _count("echolab_target_limits: memory_mib", memory_mib, VM_MEMORY_MIN_MIB)
     wanted = {
         kind: max(floor, connections + TARGET_FD_HEADROOM) for kind, floor in NOFILE_FLOOR.items()
     }
@@ -551,6 +574,7 @@ def target_limits(params: Any, ceiling: Any = None) -> dict[str, int]:
         "baseline_nofile": wanted["baseline"],
         "vm_nofile": wanted["vm"],
         "wsecho_max_connections": max(MAX_CONNECTIONS_FLOOR, connections),
+        "target_memory_mib": memory,
     }
 
 
