@@ -573,3 +573,41 @@ def test_slo_failures_names_each_failed_gate() -> None:
     assert echolab.slo_failures({"targets": {"vm": {"slo": []}}}) == []
     with pytest.raises(AnsibleFilterError, match=r"expected the report's summary\.json"):
         echolab.slo_failures(["not", "a", "summary"])
+
+
+@pytest.mark.parametrize(
+    ("clients", "forks", "expected"),
+    [
+        (1, 10, 1000 + 5 + 2),  # one launch of 1 s, twice over
+        (2, 10, 1000 + 5 + 2),  # two hosts launch together
+        (20, 10, 1000 + 5 + 4),  # two batches
+        (20, 5, 1000 + 5 + 8),  # four batches
+        (21, 5, 1000 + 5 + 10),  # a fifth, partial batch
+    ],
+)
+def test_start_at_leaves_one_launch_per_batch_of_forks(
+    clients: int, forks: int, expected: int
+) -> None:
+    """The last batch of client hosts is launched before the common instant, whatever forks is."""
+    assert echolab.start_at(1000.0, 1.0, 5, clients, forks) == expected
+
+
+def test_start_at_rounds_up_to_a_whole_second() -> None:
+    """--measure-at is a whole number of seconds after --start-at: the instant is whole too."""
+    assert echolab.start_at(1000.2, 0.1, 3, 1, 10) == 1004
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (1000.0, 1.0, 5, 0, 10),
+        (1000.0, 1.0, 5, 2, 0),
+        (1000.0, -1.0, 5, 2, 10),
+        (1000.0, float("nan"), 5, 2, 10),
+        ("soon", 1.0, 5, 2, 10),
+    ],
+)
+def test_start_at_refuses_bad_input(args: tuple[Any, ...]) -> None:
+    """Nonsense input stops the play with the filter's name, not a start in the past."""
+    with pytest.raises(AnsibleFilterError, match="echolab_start_at"):
+        echolab.start_at(*args)

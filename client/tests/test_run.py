@@ -7,6 +7,7 @@ import os
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -363,6 +364,21 @@ def test_bad_input_is_refused_in_one_line(
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_start_at_in_the_past_sends_nothing(wsswarm: Callable[..., RunResult]) -> None:
+    """A --start-at 5 s old: exit 2 and a message, and the listening target sees no connection."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        result = wsswarm(
+            "--url", f"ws://127.0.0.1:{port}/", "--connections", "2", "--processes", "1",
+            "--start-at", str(time.time() - 5), out=False,
+        )  # fmt: skip
+        assert result.returncode == 2
+        assert "is in the past" in result.stderr
+        with pytest.raises(BlockingIOError):
+            listener.accept()
 
 
 def test_open_file_limit_too_low_says_what_to_change(wsswarm: Callable[..., RunResult]) -> None:

@@ -17,6 +17,7 @@ from hdrh.histogram import HdrHistogram
 from wsswarm import cli, errors, latency, limits, worker
 from wsswarm.console import Console
 from wsswarm.formats import sustained_cpu
+from wsswarm.run import cli as run_cli
 from wsswarm.run.exits import UsageError
 from wsswarm.run.plan import planned_ramp_s, planned_window, split, window_missed
 from wsswarm.run.target import parse_url
@@ -208,6 +209,19 @@ def test_cli_imports_only_the_chosen_subcommand() -> None:
     assert args.processes == 5
     assert args.connections == 10_000
     assert args.connect_rate == 75.0
+
+
+@pytest.mark.parametrize(("late_s", "refused"), [(0.5, False), (-30.0, False), (1.5, True)])
+def test_start_at_more_than_a_second_past_is_refused(late_s: float, refused: bool) -> None:
+    """A --start-at up to a second old is a start now; an older one is a usage error (exit 2)."""
+    start_at = str(time.time() - late_s)
+    argv = ["run", "--url", "ws://127.0.0.1:1/", "--start-at", start_at]
+    args = cli.build_parser(argv).parse_args(argv)
+    if refused:
+        with pytest.raises(UsageError, match=r"--start-at .* is in the past"):
+            run_cli.validate(args)
+    else:
+        run_cli.validate(args)
 
 
 def _tick(phase: str, open_now: int) -> dict[str, object]:

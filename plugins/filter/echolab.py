@@ -13,6 +13,8 @@
                            (nofile, wsecho's --max-connections, memory)
     echolab_path_capacity  the plan, the targets, their limits and the client hosts' source
                            addresses -> what each path holds, and every plan it cannot hold
+    echolab_start_at       now, the time one launch took, the delay, the client hosts and forks
+                           -> the common --start-at, late enough for the last batch of hosts
 
 Loaded through ansible.cfg `filter_plugins` (and ANSIBLE_FILTER_PLUGINS in molecule). Bad input
 raises AnsibleFilterError naming every problem found, so a play stops with a readable message.
@@ -727,6 +729,28 @@ def path_capacity(params: Any, targets: Any, limits: Any, source_addresses: Any)
     return {"paths": paths, "summary": summary, "problems": problems, "notes": notes}
 
 
+def start_at(now: Any, launch_s: Any, start_delay: Any, clients: Any, forks: Any) -> int:
+    """The swarm's common start instant (whole epoch seconds).
+
+    Ansible launches the swarm on at most `forks` client hosts at a time, so the last host starts
+    ceil(clients / forks) launches after the first. Each launch is taken to last `launch_s` (the
+    sampler's launch, measured just before), twice over for a loaded machine, so that 20 client
+    hosts under forks=5 start at the instant as 2 do.
+    """
+    try:
+        values = [float(now), float(launch_s), float(start_delay)]
+        hosts, parallel = int(clients), int(forks)
+    except (TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"echolab_start_at: not a number: {exc}") from None
+    if not all(math.isfinite(v) and v >= 0 for v in values) or hosts < 1 or parallel < 1:
+        raise AnsibleFilterError(
+            f"echolab_start_at: needs now, launch_s, start_delay >= 0 and clients, forks >= 1; "
+            f"got {now!r}, {launch_s!r}, {start_delay!r}, {clients!r}, {forks!r}"
+        )
+    batches = math.ceil(hosts / parallel)
+    return math.ceil(values[0] + values[2] + 2 * values[1] * batches)
+
+
 def _reasons(reasons: Any) -> list[str]:
     """The non-empty reasons, each once, in order."""
     if isinstance(reasons, str) or not isinstance(reasons, Sequence):
@@ -749,4 +773,5 @@ class FilterModule:
             "echolab_slo_failures": slo_failures,
             "echolab_target_limits": target_limits,
             "echolab_path_capacity": path_capacity,
+            "echolab_start_at": start_at,
         }
