@@ -285,3 +285,66 @@ def test_source_addresses_bad_input_is_refused(
     assert proc.returncode != 0
     assert message in proc.stdout
     assert _addresses(netns) == set()
+
+
+# -- playbooks/setup.yml -------------------------------------------------------------------------
+
+
+def test_setup_sizes_the_port_check_by_the_client_hosts_source_addresses(
+    netns: str, tmp_path: Path, tuning_vars: dict[str, object]
+) -> None:
+    """playbooks/setup.yml hands each client host's echolab_source_addresses to host_tuning and
+    source_addresses: 140,000 connections from one client host pass the port check with 3
+    addresses (3 x 64,512) and are refused with 1. Check mode, the client host inside the netns."""
+
+    def setup(addresses: list[str]) -> subprocess.CompletedProcess[str]:
+        client: dict[str, object] = {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": sys.executable,
+            **tuning_vars,
+        }
+        if addresses:
+            client |= {"echolab_source_addresses": addresses, "echolab_source_interface": IFACE}
+        inventory = {
+            "all": {
+                "children": {
+                    "testhosts": {"hosts": {"th": {}}},
+                    "clients": {"hosts": {"c1": client}},
+                }
+            }
+        }
+        path = tmp_path / f"inventory-{len(addresses)}.yml"
+        path.write_text(yaml.safe_dump(inventory))
+        env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+        return subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                netns,
+                str(BIN / "ansible-playbook"),
+                "--check",
+                "-i",
+                str(path),
+                "--limit",
+                "c1,localhost",
+                "-e",
+                '{"echolab_connections": 140000, "ansible_become": false}',
+                str(ROOT / "playbooks" / "setup.yml"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=300,
+        )
+
+    three = setup(["10.213.0.11", "10.213.0.12/24", "10.213.0.13"])
+    assert three.returncode == 0, three.stdout[-4000:] + three.stderr[-2000:]
+    assert "ephemeral ports" not in three.stdout
+    assert "Add this client host's secondary source addresses" in three.stdout
+    one = setup([])
+    assert one.returncode != 0, one.stdout[-4000:]
+    assert "140000 client connections from 1 source address(es)" in one.stdout
+    assert _addresses(netns) == set()
