@@ -1,9 +1,10 @@
-"""The preflight stage (playbooks/preflight.yml) in check mode: a 100,000-connection plan over 2
-client hosts with 2 source addresses each passes; over 1 client host with 1 address it is
-refused with the arithmetic. The plan comes from the real experiment_plan role (the inventory's
-groups and echolab_source_addresses); the check is experiment_preflight's `capacity` entry point
-as site.yml runs it. Only the test host `th` runs (--limit), on this machine (local connection,
-read-only); the client hosts are never contacted."""
+"""The preflight stage (playbooks/preflight.yml) in check mode: the scale profile (100,000
+connections) over 2 client hosts with 2 source addresses each passes; over 1 client host with 1
+address, or through docker-proxy, it is refused with the arithmetic. The plan comes from the
+real experiment_plan role (the inventory's groups and echolab_source_addresses); the check is
+experiment_preflight's `capacity` entry point as site.yml runs it. Only the test host `th` runs
+(--limit), on this machine (local connection, read-only); the client hosts are never
+contacted."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def run_preflight(
             str(path),
             "--limit",
             "th,localhost",
-            *(extra or ("-e", "echolab_connections=100000")),
+            *(extra or ("-e", "echolab_profile=scale")),
             str(PLAYBOOK),
         ],
         cwd=ROOT,
@@ -66,8 +67,9 @@ def run_preflight(
     )
 
 
-def test_100k_over_two_hosts_with_two_addresses_each_passes(tmp_path: Path) -> None:
-    """25,000 connections per source address; the paths sized from the plan hold 100,000."""
+def test_scale_over_two_hosts_with_two_addresses_each_passes(tmp_path: Path) -> None:
+    """The scale profile (100,000): 25,000 connections per source address; the paths sized from
+    the plan hold them."""
     two = {"c1": ["192.0.2.101", "192.0.2.102"], "c2": ["192.0.2.103", "192.0.2.104"]}
     result = run_preflight(tmp_path, two)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -77,7 +79,7 @@ def test_100k_over_two_hosts_with_two_addresses_each_passes(tmp_path: Path) -> N
     assert "failed=0" in result.stdout
 
 
-def test_100k_over_one_host_with_one_address_is_refused(tmp_path: Path) -> None:
+def test_scale_over_one_host_with_one_address_is_refused(tmp_path: Path) -> None:
     result = run_preflight(tmp_path, {"c1": []})
     assert result.returncode != 0, result.stdout
     assert (
@@ -85,6 +87,22 @@ def test_100k_over_one_host_with_one_address_is_refused(tmp_path: Path) -> None:
         "to one target, but one address has 64,512 ports (1024-65535) per destination"
     ) in " ".join(result.stdout.split())
     assert "Refuse a plan that a target's path cannot hold" in result.stdout
+
+
+def test_scale_through_docker_proxy_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """Enough source addresses, but docker-proxy reaches the container from one address: the
+    message names the fix, the userland proxy off or host networking."""
+    two = {"c1": ["192.0.2.101", "192.0.2.102"], "c2": ["192.0.2.103", "192.0.2.104"]}
+    result = run_preflight(tmp_path, two, docker_proxy=True)
+    assert result.returncode != 0, result.stdout
+    out = " ".join(result.stdout.split())
+    assert (
+        "target container: docker-proxy reaches the container from one address, one port per "
+        "connection: 100,000 connections need 100,000 ports, over the ~60,000 one address has "
+        "to one destination: docker_host_userland_proxy: false (container_target_userland_proxy) "
+        "or container_target_network_mode: host"
+    ) in out
+    assert "client host" not in out.split("does not fit")[1]
 
 
 def dockerd_hard_nofile() -> int | None:

@@ -218,7 +218,7 @@ def simple_run(root: Path, targets: dict[str, dict[str, Any]]) -> Path:
             "kind": spec.get("kind", "container"),
             "url": "ws://127.0.0.1:1/",
             "accelerator": spec.get("accelerator"),
-            "docker_proxy": spec.get("docker_proxy", False),
+            "docker_proxy": spec.get("docker_proxy"),
         }
     write_json(
         root / "manifest.json",
@@ -358,7 +358,8 @@ def test_warnings_client_bound_tcg_docker_proxy_failures(tmp_path: Path) -> None
         {
             "vm": {"kind": "vm", "accelerator": "tcg", "cpu": 99.0},
             "ctr": {"kind": "container", "docker_proxy": True, "proxy": True, "failed": 3},
-            "clean": {"kind": "baseline"},
+            "clean": {"kind": "vm", "accelerator": "kvm"},
+            "direct": {"kind": "baseline", "docker_proxy": False},
         },
     )
     summary = build_summary(root)[0]
@@ -372,6 +373,10 @@ def test_warnings_client_bound_tcg_docker_proxy_failures(tmp_path: Path) -> None
     assert any("6 of 26 connection attempts failed (refused: 6)" in w for w in ctr["warnings"])
     assert ctr["errors"] == {"refused": 6}
     assert clean["warnings"] == []
+    assert summary["targets"]["direct"]["warnings"] == [
+        "no docker-proxy in the path (userland proxy off, or host networking), unlike 2017, "
+        "where docker-proxy carried every byte of the node.js container"
+    ]
     assert clean["client_bound"] is False
     # The sampler covers the measured window only: 4 samples of 9.
     assert clean["server"]["samples"] == 4

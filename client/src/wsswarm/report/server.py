@@ -26,7 +26,8 @@ def memory_per_connection(result: dict[str, Any]) -> dict[str, int | None] | Non
 
 
 def server_path_warnings(target: TargetDir, result: dict[str, Any], warnings: list[str]) -> None:
-    """What stood between the clients and the server: TCG emulation, docker-proxy."""
+    """What stood between the clients and the server: TCG emulation, docker-proxy, or a
+    container path without docker-proxy (unlike 2017's)."""
     if target.manifest.get("accelerator") == "tcg":
         warnings.append(
             "VM without hardware acceleration (TCG emulation): its figures are far below what "
@@ -39,6 +40,13 @@ def server_path_warnings(target: TargetDir, result: dict[str, Any], warnings: li
         warnings.append(
             "docker-proxy (userland proxy) was in the path of every byte"
             f'{cost}; `"userland-proxy": false` in daemon.json removes it'
+        )
+    elif target.manifest.get("kind") in ("container", "baseline") and (
+        target.manifest.get("docker_proxy") is False
+    ):
+        warnings.append(
+            "no docker-proxy in the path (userland proxy off, or host networking), unlike 2017, "
+            "where docker-proxy carried every byte of the node.js container"
         )
 
 
