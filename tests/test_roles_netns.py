@@ -57,6 +57,21 @@ def _in(ns: str, *argv: str) -> str:
     ).stdout
 
 
+def playbook_in(
+    ns: str, *args: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`ansible-playbook ARGS` inside the network namespace `ns`."""
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, str(BIN / "ansible-playbook"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=300,
+    )
+
+
 @pytest.fixture
 def play(netns: str, tmp_path: Path) -> Run:
     """play(tasks, check=False, **vars): run tasks as a playbook on localhost inside the netns."""
@@ -85,25 +100,15 @@ def play(netns: str, tmp_path: Path) -> Run:
             ANSIBLE_NOCOLOR="1",
             ANSIBLE_CALLBACK_RESULT_FORMAT="json",
         )
-        return subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                netns,
-                str(BIN / "ansible-playbook"),
-                "-i",
-                "localhost,",
-                "-e",
-                f"ansible_python_interpreter={sys.executable}",
-                *(["--check"] if check else []),
-                str(book),
-            ],
-            capture_output=True,
-            text=True,
+        return playbook_in(
+            netns,
+            "-i",
+            "localhost,",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            *(["--check"] if check else []),
+            str(book),
             env=env,
-            check=False,
-            timeout=300,
         )
 
     return run
@@ -316,28 +321,18 @@ def test_setup_sizes_the_port_check_by_the_client_hosts_source_addresses(
         path = tmp_path / f"inventory-{len(addresses)}.yml"
         path.write_text(yaml.safe_dump(inventory))
         env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-        return subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                netns,
-                str(BIN / "ansible-playbook"),
-                "--check",
-                "-i",
-                str(path),
-                "--limit",
-                "c1,localhost",
-                "-e",
-                '{"echolab_connections": 140000, "ansible_become": false}',
-                str(ROOT / "playbooks" / "setup.yml"),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
+        return playbook_in(
+            netns,
+            "--check",
+            "-i",
+            str(path),
+            "--limit",
+            "c1,localhost",
+            "-e",
+            '{"echolab_connections": 140000, "ansible_become": false}',
+            str(ROOT / "playbooks" / "setup.yml"),
             env=env,
-            check=False,
-            timeout=300,
+            cwd=ROOT,
         )
 
     three = setup(["10.213.0.11", "10.213.0.12/24", "10.213.0.13"])
