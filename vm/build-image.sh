@@ -15,6 +15,9 @@
 #   --size SIZE       size of the root file system, mkfs.ext4 syntax  (default 1G)
 #   --suite NAME      Debian suite                                    (default bookworm)
 #   --mirror URL      Debian mirror                                   (default: mmdebstrap's own)
+#   --keyring FILE    Debian archive keyring for mmdebstrap, needed where the host's apt keys are
+#                     not Debian's (Ubuntu: /usr/share/keyrings/debian-archive-keyring.gpg from
+#                     debian-archive-keyring)                          (default: the host's apt keys)
 #   --cache DIR       keep downloaded .deb files here and reuse them  (default: none)
 #   --force           rebuild even when nothing changed
 #   --check           only say whether a build is due ("changed") or not ("unchanged")
@@ -27,7 +30,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 wheelhouse='' out='' address=10.0.0.42/24 gateway=10.0.0.1 port=8080 nofile=200000 size=1G
-suite=bookworm mirror='' cache='' force=0 check=0
+suite=bookworm mirror='' keyring='' cache='' force=0 check=0
 
 die() { echo "build-image: $*" >&2; exit 2; }
 need() { [ $# -ge 2 ] && [ -n "$2" ] || die "option $1 needs a value"; }
@@ -42,6 +45,7 @@ while [ $# -gt 0 ]; do
         --size) need "$@"; size=$2; shift 2 ;;
         --suite) need "$@"; suite=$2; shift 2 ;;
         --mirror) need "$@"; mirror=$2; shift 2 ;;
+        --keyring) need "$@"; keyring=$2; shift 2 ;;
         --cache) need "$@"; cache=$2; shift 2 ;;
         --force) force=1; shift ;;
         --check) check=1; shift ;;
@@ -62,6 +66,7 @@ ipv4="$octet\\.$octet\\.$octet\\.$octet"
 [[ $port =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "--port must be 1-65535, not '$port'"
 [[ $nofile =~ ^[0-9]+$ ]] && [ "$nofile" -ge 1024 ] || die "--nofile must be an integer >= 1024, not '$nofile'"
 [[ $size =~ ^[0-9]+[MG]$ ]] || die "--size must look like 1G or 800M, not '$size'"
+[ -z "$keyring" ] || [ -r "$keyring" ] || die "--keyring $keyring is not a readable file (apt-get install debian-archive-keyring)"
 [ "$(id -u)" = 0 ] || die "must run as root (mmdebstrap builds a chroot, mkfs.ext4 keeps ownership)"
 for tool in mmdebstrap mkfs.ext4 qemu-img sha256sum flock; do
     command -v "$tool" >/dev/null || die "$tool is missing (apt-get install mmdebstrap e2fsprogs qemu-utils)"
@@ -120,7 +125,7 @@ mmdebstrap --quiet --mode=root --variant=minbase --include="$packages" \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
     --essential-hook="\"$here/initramfs.sh\" \"\$1\"" \
-    "${cache_hooks[@]}" --customize-hook="\"$here/customize.sh\" \"\$1\"" \
+    "${cache_hooks[@]}" ${keyring:+"--keyring=$keyring"} --customize-hook="\"$here/customize.sh\" \"\$1\"" \
     "$suite" "$work/rootfs" $mirror >&2
 
 # Direct kernel boot: the kernel and initrd live outside the disk, readable by libvirt's QEMU user.
