@@ -20,7 +20,7 @@ description:
     address (read-only; no packet is sent) and refuses every route that does not end where the kit
     expects. On the test host, a target must be local or on the VM's bridge. On a separate client
     host, the test host's address must be reached on a link or through a specific route (never the
-    default route), and an address in the bridge subnet must be reached through the test host.
+    default route), and an address in the bridge subnet through the test host by a specific route.
   - A target whose address is C(local) is given, for a separate client host, the first of
     O(testhost_addresses) whose route passes, so URLs never carry a name only the controller
     resolves.
@@ -52,6 +52,14 @@ options:
     description:
       - On the test host, leave bridge-subnet addresses unchecked while the bridge device does not
         exist yet (preflight runs before setup creates it); the run stage checks again without this.
+    type: bool
+    default: false
+  bridge_route_pending:
+    description:
+      - On a separate client host, let a bridge-subnet address that still follows the default
+        route pass unchecked, because setup adds the kit's route through the test host (routed
+        bridge, preflight). Any other route to it is judged as usual; the run stage checks again
+        without this.
     type: bool
     default: false
   host:
@@ -236,13 +244,15 @@ def judge(
     if route.kind != "unicast":
         return f"it is a {route.kind} route"
     if in_bridge:
-        if route.via is not None and route.via in testhost_addresses:
+        through_testhost = route.via is not None and route.via in testhost_addresses
+        if through_testhost and route.prefix not in (None, 0):
             return ""
         return (
             "the bridge subnet must be routed through the test host "
-            f"({', '.join(testhost_addresses) or 'address unknown'}); "
-            "this traffic would go elsewhere (the VM's bridge is isolated: measure the VM from "
-            "the test host only, or leave the vm target out of a run with other client hosts)"
+            f"({', '.join(testhost_addresses) or 'address unknown'}) by a route of its own, "
+            "never the default route; this traffic would go elsewhere (set "
+            "bridge_forward_mode=routed on the test host, and the kit adds that route at setup; "
+            "or measure the VM from the test host only)"
         )
     if route.prefix in (None, 0):
         return "it would follow the default route off this machine, not a route to the test host"
@@ -258,9 +268,12 @@ def check(
     bridge_subnet: str,
     bridge_name: str,
     defer_bridge: bool = False,
+    bridge_route_pending: bool = False,
 ) -> list[Verdict]:
     """Judge every target; `lookup(address)` returns its Route (with prefix) on this host.
-    defer_bridge: on the test host, bridge-subnet addresses pass unchecked (no bridge yet)."""
+    defer_bridge: on the test host, bridge-subnet addresses pass unchecked (no bridge yet).
+    bridge_route_pending: on a client host, a bridge-subnet address still on the default route
+    passes as not checked yet (setup adds the kit's route); any other route there is judged."""
     subnet = ipaddress.ip_network(bridge_subnet, strict=False)
     for candidate in testhost_addresses:
         if _ip(candidate) is None:
@@ -294,6 +307,11 @@ def check(
                 verdict = Verdict(name, candidate, f"not checked yet: {bridge_name} does not exist")
                 break
             route = lookup(candidate)
+            if not is_testhost and in_bridge and bridge_route_pending and route.prefix == 0:
+                verdict = Verdict(
+                    name, candidate, f"not checked yet: {route.describe()}; setup adds the route"
+                )
+                break
             problem = judge(
                 route,
                 is_testhost=is_testhost,
@@ -318,6 +336,7 @@ def main() -> None:  # pragma: no cover - exercised through Ansible in the lab t
             "bridge_subnet": {"type": "str", "default": "10.0.0.0/24"},
             "bridge_name": {"type": "str", "default": "bridge43"},
             "defer_missing_bridge": {"type": "bool", "default": False},
+            "bridge_route_pending": {"type": "bool", "default": False},
             "host": {"type": "str", "default": "this host"},
         },
         supports_check_mode=True,
@@ -346,6 +365,7 @@ def main() -> None:  # pragma: no cover - exercised through Ansible in the lab t
             bridge_name=params["bridge_name"],
             defer_bridge=params["defer_missing_bridge"]
             and not os.path.exists(f"/sys/class/net/{params['bridge_name']}"),
+            bridge_route_pending=params["bridge_route_pending"],
         )
     except (ValueError, RouteParseError) as exc:
         module.fail_json(msg=f"cannot check the routes: {exc}")

@@ -1,6 +1,8 @@
-"""host_tuning and source_addresses run for real by ansible-playbook inside a private network
-namespace (ip netns), so only that namespace's own keys and interfaces change: raise-only tuning,
-idempotence, check mode, teardown back to what was found, and bad input refused clearly."""
+"""host_tuning, source_addresses and the bridge's network modules (forwarding of routed mode, the
+client's route to the bridge subnet, the bridge preflight) run for real by ansible-playbook inside
+a private network namespace (ip netns), so only that namespace's own keys, interfaces, routes and
+firewall rules change: raise-only tuning, idempotence, check mode, teardown back to what was found,
+and bad input refused clearly."""
 
 from __future__ import annotations
 
@@ -96,6 +98,10 @@ def play(netns: str, tmp_path: Path) -> Run:
         env = dict(
             os.environ,
             ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
+            ANSIBLE_LIBRARY=os.pathsep.join(
+                str(ROOT / d)
+                for d in ("library", "roles/bridge/library", "roles/bridge_route/library")
+            ),
             ANSIBLE_FORCE_COLOR="0",
             ANSIBLE_NOCOLOR="1",
             ANSIBLE_CALLBACK_RESULT_FORMAT="json",
@@ -343,3 +349,304 @@ def test_setup_sizes_the_port_check_by_the_client_hosts_source_addresses(
     assert one.returncode != 0, one.stdout[-4000:]
     assert "140000 client connections from 1 source address(es)" in one.stdout
     assert _addresses(netns) == set()
+
+
+# -- the VM's bridge: forwarding (routed mode), the client's route, the preflight -----------------
+
+BRIDGE = "echolab-br0"
+
+
+def _up(ns: str, address: str) -> None:
+    """IFACE (and its peer) up with `address`, so routes to its subnet are on a link."""
+    _in(ns, "ip", "addr", "add", address, "dev", IFACE)
+    _in(ns, "ip", "link", "set", IFACE, "up")
+    _in(ns, "ip", "link", "set", "echolab-sa1", "up")
+
+
+def _bridge(ns: str) -> None:
+    """A bridge at 10.0.0.1/24, as libvirt makes it."""
+    _in(ns, "ip", "link", "add", BRIDGE, "type", "bridge")
+    _in(ns, "ip", "addr", "add", "10.0.0.1/24", "dev", BRIDGE)
+    _in(ns, "ip", "link", "set", BRIDGE, "up")
+
+
+def _libvirt_rejects(ns: str) -> None:
+    """The FORWARD rules libvirt keeps for an isolated network (libvirt 9.0, iptables backend)."""
+    for chain, flag in (("LIBVIRT_FWI", "-o"), ("LIBVIRT_FWO", "-i")):
+        _in(ns, "iptables", "-N", chain)
+        _in(ns, "iptables", "-A", chain, flag, BRIDGE, "-j", "REJECT")
+        _in(ns, "iptables", "-A", "FORWARD", "-j", chain)
+
+
+def _forward_targets(ns: str) -> list[str]:
+    return [
+        line.split()[-1]
+        for line in _in(ns, "iptables", "-S", "FORWARD").splitlines()
+        if line.startswith("-A FORWARD -j ")
+    ]
+
+
+def _forwarding(ns: str) -> dict[str, str]:
+    return {
+        i: _in(ns, "cat", f"/proc/sys/net/ipv4/conf/{i}/forwarding").strip()
+        for i in ("lo", IFACE, "echolab-sa1", BRIDGE)
+    }
+
+
+def test_bridge_forward_routes_only_between_bridge_and_clients(
+    netns: str, play: Run, tmp_path: Path
+) -> None:
+    """Routed: exactly two ACCEPT rules per client, jumped to ahead of libvirt's REJECTs (again
+    after libvirt moves its jumps first), forwarding switched on only on the bridge and the
+    clients' interface; check mode and a second pass change nothing; absent undoes it all."""
+    _up(netns, "192.0.2.1/24")
+    _bridge(netns)
+    _libvirt_rejects(netns)
+    _in(netns, "sysctl", "-w", "net.ipv4.ip_forward=0")
+    task = {
+        "echolab_bridge_forward": {
+            "bridge": BRIDGE,
+            "subnet": "10.0.0.1/24",
+            # The test host's own address is left out; the second client twice counts once.
+            "clients": ["192.0.2.10", "192.0.2.11/24", "192.0.2.1", "192.0.2.11"],
+            "state_file": str(tmp_path / "bridge/forwarding.json"),
+        }
+    }
+    off = {"lo": "0", IFACE: "0", "echolab-sa1": "0", BRIDGE: "0"}
+
+    assert _recap(play([task], check=True))["changed"] == 1
+    assert _forward_targets(netns) == ["LIBVIRT_FWI", "LIBVIRT_FWO"]
+    assert _forwarding(netns) == off
+
+    assert _recap(play([task]))["changed"] == 1
+    assert _in(netns, "iptables", "-S", "ECHOLAB_FORWARD").splitlines() == [
+        "-N ECHOLAB_FORWARD",
+        f"-A ECHOLAB_FORWARD -s 192.0.2.10/32 -d 10.0.0.0/24 -o {BRIDGE} -j ACCEPT",
+        f"-A ECHOLAB_FORWARD -s 10.0.0.0/24 -d 192.0.2.10/32 -i {BRIDGE} -j ACCEPT",
+        f"-A ECHOLAB_FORWARD -s 192.0.2.11/32 -d 10.0.0.0/24 -o {BRIDGE} -j ACCEPT",
+        f"-A ECHOLAB_FORWARD -s 10.0.0.0/24 -d 192.0.2.11/32 -i {BRIDGE} -j ACCEPT",
+    ]
+    assert _forward_targets(netns) == ["ECHOLAB_FORWARD", "LIBVIRT_FWI", "LIBVIRT_FWO"]
+    assert _forwarding(netns) == {**off, IFACE: "1", BRIDGE: "1"}
+    assert _in(netns, "cat", "/proc/sys/net/ipv4/ip_forward").strip() == "0"
+
+    assert _recap(play([task]))["changed"] == 0
+    assert _recap(play([task], check=True))["changed"] == 0
+
+    # libvirtd restarting puts its jumps first again: the kit's jump moves ahead of them.
+    _in(netns, "iptables", "-D", "FORWARD", "-j", "LIBVIRT_FWO")
+    _in(netns, "iptables", "-I", "FORWARD", "1", "-j", "LIBVIRT_FWO")
+    assert _recap(play([task]))["changed"] == 1
+    assert _forward_targets(netns) == ["ECHOLAB_FORWARD", "LIBVIRT_FWO", "LIBVIRT_FWI"]
+
+    absent = {
+        "echolab_bridge_forward": {
+            "state": "absent",
+            "state_file": str(tmp_path / "bridge/forwarding.json"),
+        }
+    }
+    assert _recap(play([absent], check=True))["changed"] == 1
+    assert "ECHOLAB_FORWARD" in _forward_targets(netns)
+    assert _recap(play([absent]))["changed"] == 1
+    assert _forward_targets(netns) == ["LIBVIRT_FWO", "LIBVIRT_FWI"]
+    assert "ECHOLAB_FORWARD" not in _in(netns, "iptables", "-S")
+    assert _forwarding(netns) == off
+    assert not (tmp_path / "bridge/forwarding.json").exists()
+    assert _recap(play([absent]))["changed"] == 0
+
+
+def test_bridge_forward_keeps_forwarding_it_found_on(netns: str, play: Run, tmp_path: Path) -> None:
+    """Forwarding already on (Docker's ip_forward=1) is neither recorded nor switched off."""
+    _up(netns, "192.0.2.1/24")
+    _bridge(netns)
+    _in(netns, "sysctl", "-w", "net.ipv4.ip_forward=1")
+    state = str(tmp_path / "forwarding.json")
+    args = {"bridge": BRIDGE, "subnet": "10.0.0.1/24", "clients": ["192.0.2.10"]}
+    assert _recap(play([{"echolab_bridge_forward": {**args, "state_file": state}}]))["changed"] == 1
+    assert not Path(state).exists()
+    absent = {"echolab_bridge_forward": {"state": "absent", "state_file": state}}
+    assert _recap(play([absent]))["changed"] == 1
+    assert _forwarding(netns) == {"lo": "1", IFACE: "1", "echolab-sa1": "1", BRIDGE: "1"}
+
+
+@pytest.mark.parametrize(
+    ("clients", "message"),
+    [
+        (["10.0.0.42"], "client '10.0.0.42' is inside the bridge subnet 10.0.0.0/24"),
+        (["client-1"], "client 'client-1' is not an IP address"),
+        (["2001:db8::1"], "client '2001:db8::1' is not an IPv4 address"),
+    ],
+)
+def test_bridge_forward_bad_client_is_refused(
+    netns: str, play: Run, tmp_path: Path, clients: list[str], message: str
+) -> None:
+    """A client inside the bridge subnet, a name, an IPv6 address: refused, no rule added."""
+    _up(netns, "192.0.2.1/24")
+    _bridge(netns)
+    task = {
+        "echolab_bridge_forward": {
+            "bridge": BRIDGE,
+            "subnet": "10.0.0.1/24",
+            "clients": clients,
+            "state_file": str(tmp_path / "forwarding.json"),
+        }
+    }
+    proc = play([task])
+    assert proc.returncode != 0
+    assert message in proc.stdout
+    assert "ECHOLAB_FORWARD" not in _in(netns, "iptables", "-S")
+
+
+def _routes(ns: str) -> list[str]:
+    """The main table, without the `linkdown` flag a veth shows until its carrier is up."""
+    return [
+        " ".join(t for t in line.split() if t != "linkdown")
+        for line in _in(ns, "ip", "route", "show").splitlines()
+    ]
+
+
+def test_bridge_route_added_through_the_testhost_and_removed(
+    netns: str, play: Run, tmp_path: Path
+) -> None:
+    """The first test host address on a link is the gateway; check mode and a second pass change
+    nothing; teardown removes exactly the kit's route."""
+    _up(netns, "192.0.2.5/24")
+    wanted = {
+        "bridge_route_subnet": "10.0.0.1/24",
+        # 198.51.100.7: no route at all here; 192.0.2.1: on IFACE's link.
+        "bridge_route_gateways": ["198.51.100.7", "192.0.2.1"],
+        "bridge_route_state_dir": str(tmp_path / "br"),
+    }
+    before = _routes(netns)
+    assert _recap(play(_role("bridge_route"), check=True, **wanted))["changed"] == 1
+    assert _routes(netns) == before
+    proc = play(_role("bridge_route"), **wanted)
+    assert _recap(proc)["changed"] == 1
+    assert f"10.0.0.0/24 via 192.0.2.1 dev {IFACE}" in _routes(netns)
+    assert "10.0.0.0/24 via 192.0.2.1 dev echolab-sa0 (the test host)" in proc.stdout
+    assert _recap(play(_role("bridge_route"), **wanted))["changed"] == 0
+    assert _recap(play(_role("bridge_route"), check=True, **wanted))["changed"] == 0
+
+    teardown = {"bridge_route_state_dir": wanted["bridge_route_state_dir"]}
+    assert _recap(play(_role("bridge_route", "teardown"), check=True, **teardown))["changed"] > 0
+    assert f"10.0.0.0/24 via 192.0.2.1 dev {IFACE}" in _routes(netns)
+    assert _recap(play(_role("bridge_route", "teardown"), **teardown))["changed"] > 0
+    assert _routes(netns) == before
+    assert not (tmp_path / "br").exists()
+    assert _recap(play(_role("bridge_route", "teardown"), **teardown))["changed"] == 0
+
+
+def test_bridge_route_the_host_had_stays(netns: str, play: Run, tmp_path: Path) -> None:
+    """A route to the subnet through the test host that was there before is not the kit's: it is
+    accepted unchanged and teardown leaves it."""
+    _up(netns, "192.0.2.5/24")
+    _in(netns, "ip", "route", "add", "10.0.0.0/24", "via", "192.0.2.1")
+    wanted = {
+        "bridge_route_gateways": ["192.0.2.1"],
+        "bridge_route_state_dir": str(tmp_path / "br"),
+    }
+    assert _recap(play(_role("bridge_route"), **wanted))["changed"] == 0
+    play(_role("bridge_route", "teardown"), bridge_route_state_dir=str(tmp_path / "br"))
+    assert f"10.0.0.0/24 via 192.0.2.1 dev {IFACE}" in _routes(netns)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (
+            ["10.0.0.0/16", "via", "192.0.2.9"],
+            ["192.0.2.1"],
+            "this host already routes 10.0.0.0/24 elsewhere (10.0.0.0/16 via 192.0.2.9 dev",
+        ),
+        (
+            ["10.0.0.128/25", "via", "192.0.2.9"],
+            ["192.0.2.1"],
+            "this host already routes 10.0.0.0/24 elsewhere (10.0.0.128/25 via 192.0.2.9 dev",
+        ),
+        (
+            ["198.51.100.0/24", "via", "192.0.2.9"],
+            ["198.51.100.7"],
+            "none of the test host's addresses (198.51.100.7) is on a link of this host",
+        ),
+        ([], [], "bridge_route_gateways must list the test host's addresses"),
+    ],
+)
+def test_bridge_route_refused_when_it_would_collide(
+    netns: str, play: Run, tmp_path: Path, case: tuple[list[str], list[str], str]
+) -> None:
+    """A route of the host covering or splitting the subnet, a test host behind a gateway, no
+    test host address: refused by name, no route added."""
+    route, gateways, message = case
+    _up(netns, "192.0.2.5/24")
+    if route:
+        _in(netns, "ip", "route", "add", *route)
+    before = _routes(netns)
+    proc = play(
+        _role("bridge_route"),
+        bridge_route_gateways=gateways,
+        bridge_route_state_dir=str(tmp_path / "br"),
+    )
+    assert proc.returncode != 0
+    assert message in " ".join(proc.stdout.split())
+    assert _routes(netns) == before
+    assert not (tmp_path / "br").exists()
+
+
+def _preflight_bridge(play: Run, networks: Path) -> subprocess.CompletedProcess[str]:
+    task = {
+        "echolab_bridge_preflight": {
+            "bridge": BRIDGE,
+            "subnet": "10.0.0.1/24",
+            "network": "echolab",
+            "networks_dir": str(networks),
+        }
+    }
+    return play([task], check=True)
+
+
+def test_bridge_preflight_passes_a_free_subnet_and_the_kits_bridge(
+    netns: str, play: Run, tmp_path: Path
+) -> None:
+    """Nothing in 10.0.0.0/24 passes; so does the kit's own bridge (libvirt's definition names
+    it), whose address and route are in the subnet."""
+    _up(netns, "192.0.2.5/24")
+    _in(netns, "ip", "route", "add", "default", "via", "192.0.2.1")
+    assert _recap(_preflight_bridge(play, tmp_path))["failed"] == 0
+    _bridge(netns)
+    (tmp_path / "echolab.xml").write_text(
+        f"<network><name>echolab</name><bridge name='{BRIDGE}' stp='off' delay='0'/></network>"
+    )
+    assert _recap(_preflight_bridge(play, tmp_path))["failed"] == 0
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (
+            [["ip", "route", "add", "10.0.0.0/16", "via", "192.0.2.1"]],
+            "the bridge subnet 10.0.0.0/24 overlaps what this host has: route 10.0.0.0/16 via "
+            f"192.0.2.1 dev {IFACE}",
+        ),
+        (
+            [["ip", "addr", "add", "10.0.0.7/32", "dev", IFACE]],
+            f"overlaps what this host has: address 10.0.0.7/32 on {IFACE}",
+        ),
+        (
+            [["ip", "link", "add", BRIDGE, "type", "bridge"]],
+            f"a device named {BRIDGE} exists but the kit did not make it",
+        ),
+    ],
+)
+def test_bridge_preflight_refuses_collisions(
+    netns: str, play: Run, tmp_path: Path, setup: list[list[str]], message: str
+) -> None:
+    """An overlapping route or address, a bridge of that name not made by the kit: refused with
+    what collides and what to change."""
+    _up(netns, "192.0.2.5/24")
+    for argv in setup:
+        _in(netns, *argv)
+    proc = _preflight_bridge(play, tmp_path)
+    assert proc.returncode != 0
+    said = " ".join(proc.stdout.split())
+    assert "refusing to build the VM's bridge: " in said
+    assert message in said

@@ -142,6 +142,7 @@ def _check(
     is_testhost: bool,
     testhost: list[str] | None = None,
     defer: bool = False,
+    pending: bool = False,
 ) -> list[Any]:
     def lookup(address: str) -> Any:
         return routes[address]
@@ -154,6 +155,7 @@ def _check(
         bridge_subnet="10.0.0.0/24",
         bridge_name="br-test",
         defer_bridge=defer,
+        bridge_route_pending=pending,
     )
     return verdicts
 
@@ -171,11 +173,44 @@ def test_remote_client_with_default_route_to_bridge_is_refused() -> None:
     assert verdict.route == "10.0.0.42 via 192.0.2.1 dev eth0 src 192.0.2.2 (the default route)"
 
 
+# The kit's route on a client host (bridge_route: 10.0.0.0/24 via the test host 192.0.2.7).
+KIT_ROUTE = ("10.0.0.42 via 192.0.2.7 dev eth0 src 192.0.2.2 uid 0 \n    cache \n", "", 0)
+MATCH_KIT_ROUTE = "default via 192.0.2.1 dev eth0 \n10.0.0.0/24 via 192.0.2.7 dev eth0 \n"
+
+
 def test_remote_client_with_route_through_testhost_passes() -> None:
-    """Bridge subnet via the test host's address: the kit's own path."""
+    """Bridge subnet by a route of its own via the test host's address: the kit's own path."""
+    routes = {"10.0.0.42": _route("10.0.0.42", KIT_ROUTE, MATCH_KIT_ROUTE)}
+    (verdict,) = _check([VM], routes, is_testhost=False, testhost=["192.0.2.7"])
+    assert verdict.problem == ""
+    assert verdict.route == "10.0.0.42 via 192.0.2.7 dev eth0 src 192.0.2.2"
+
+
+def test_remote_client_whose_default_gateway_is_the_testhost_is_refused() -> None:
+    """The default route never counts, even when its gateway is the test host."""
     routes = {"10.0.0.42": _route("10.0.0.42", DEFAULT_ROUTE, MATCH_DEFAULT)}
     (verdict,) = _check([VM], routes, is_testhost=False, testhost=["192.0.2.1"])
-    assert verdict.problem == ""
+    assert "by a route of its own, never the default route" in verdict.problem
+
+
+def test_pending_route_passes_only_the_default_route_before_setup() -> None:
+    """Routed bridge at preflight: the default route waits for the kit's route (not checked
+    yet); a specific route elsewhere is refused all the same; the run stage is strict."""
+    default = {"10.0.0.42": _route("10.0.0.42", DEFAULT_ROUTE, MATCH_DEFAULT)}
+    (waiting,) = _check([VM], default, is_testhost=False, testhost=["192.0.2.7"], pending=True)
+    assert waiting.problem == ""
+    assert waiting.route.startswith("not checked yet: 10.0.0.42 via 192.0.2.1")
+    (strict,) = _check([VM], default, is_testhost=False, testhost=["192.0.2.7"])
+    assert strict.problem
+    elsewhere = {
+        "10.0.0.42": _route(
+            "10.0.0.42",
+            ("10.0.0.42 via 192.168.77.1 dev veth-a src 192.168.77.5 uid 0 \n", "", 0),
+            "default via 192.0.2.1 dev eth0 \n10.0.0.0/16 via 192.168.77.1 dev veth-a \n",
+        )
+    }
+    (taken,) = _check([VM], elsewhere, is_testhost=False, testhost=["192.0.2.7"], pending=True)
+    assert taken.problem.startswith("the bridge subnet must be routed through the test host")
 
 
 def test_remote_client_picks_the_testhost_address_it_reaches_on_a_link() -> None:

@@ -1,8 +1,9 @@
-"""The route check refuses, before any load, a separate client host whose route to the VM's bridge
-subnet is its default route off the machine (the lab's client host: no route to 10.0.0.0/24), and
-gives `local` targets the test host's address as that client reaches it, never a host name; a
-quick run of the container targets from both client hosts then loads them at that address, with
-the run token.
+"""The preflight refuses a VM target for a separate client host while the bridge is isolated;
+with a routed bridge, the route check refuses, before any load, a separate client host whose route
+to the VM's bridge subnet is its default route off the machine (the lab's client host: no route to
+10.0.0.0/24), and gives `local` targets the test host's address as that client reaches it, never a
+host name; a quick run of the container targets from both client hosts then loads them at that
+address, with the run token.
 
 A lab of its own (test host + separate client host, named for this test); the check is read-only
 (`ip route get`), and the run's load goes only to the test host inside the lab's Docker network.
@@ -98,16 +99,44 @@ def _preflight(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]
     )
 
 
+def _said(proc: subprocess.CompletedProcess[str]) -> str:
+    """The output with Ansible's line wrapping undone."""
+    return " ".join(proc.stdout.split())
+
+
 @pytest.mark.lab
-def test_vm_from_a_client_without_a_route_to_the_bridge_is_refused(inventory: Path) -> None:
-    """10.0.0.42 by the client host's default route: refused, naming host, address and route."""
+def test_vm_with_a_client_host_and_an_isolated_bridge_is_refused(inventory: Path) -> None:
+    """The default (isolated) bridge with a separate client host: refused before anything, with
+    the mode to set; the test host itself passes, and its bridge subnet and name are free."""
     proc = _preflight(inventory)
     assert proc.returncode != 0, proc.stdout[-8000:]
-    out = proc.stdout
-    assert f"refusing to send load from {CLIENT}: target vm: route to 10.0.0.42 is `" in out
-    assert "(the default route)`: the bridge subnet must be routed through the test host" in out
-    # The test host itself passes (its bridge comes at setup), and no other host is refused.
-    assert f"refusing to send load from {NAME}:" not in out
+    said = _said(proc)
+    assert (
+        f"{CLIENT} cannot measure the VM target (10.0.0.42): it is a separate client host, and "
+        f"the VM's bridge on {NAME} is isolated (bridge_forward_mode=isolated)" in said
+    )
+    assert "Set bridge_forward_mode=routed on the test host" in said
+    assert "refusing to build the VM's bridge" not in said
+    assert f"refusing to send load from {NAME}:" not in said
+
+
+@pytest.mark.lab
+def test_routed_bridge_waits_for_the_kits_route_and_refuses_the_default_route(
+    inventory: Path,
+) -> None:
+    """Routed: at preflight the client's default route to 10.0.0.42 waits for the route setup
+    adds (not checked yet); as the run stage checks it (nothing deferred), it is refused."""
+    routed = ("-e", "bridge_forward_mode=routed")
+    waiting = _preflight(inventory, *routed)
+    assert waiting.returncode == 0, waiting.stdout[-8000:]
+    assert f"{CLIENT}: vm by not checked yet: 10.0.0.42 via " in _said(waiting)
+    assert "setup adds the route" in _said(waiting)
+
+    strict = _preflight(inventory, *routed, "-e", "experiment_preflight_routes_defer_bridge=false")
+    assert strict.returncode != 0, strict.stdout[-8000:]
+    said = _said(strict)
+    assert f"refusing to send load from {CLIENT}: target vm: route to 10.0.0.42 is `" in said
+    assert "(the default route)`: the bridge subnet must be routed through the test host" in said
 
 
 @pytest.mark.lab

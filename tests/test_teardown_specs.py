@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TEARDOWN = ROOT / "playbooks" / "teardown.yml"
 
 # role -> one parameter its teardown spec refuses, and what the refusal names. swarm_client's
-# teardown takes two paths only, source_addresses' one, which any value converts to, so they have
-# no wrong parameter.
+# teardown takes two paths only, source_addresses' and bridge_route's one, which any value
+# converts to, so they have no wrong parameter.
 WRONG: dict[str, tuple[dict[str, Any], str]] = {
     "vm_target": ({"vm_target_prefix": "many"}, "argument 'vm_target_prefix'"),
     "container_target": (
@@ -37,7 +37,7 @@ WRONG: dict[str, tuple[dict[str, Any], str]] = {
         "argument 'host_tuning_unload_conntrack'",
     ),
 }
-TEARDOWN_ROLES = [*WRONG, "swarm_client", "source_addresses"]
+TEARDOWN_ROLES = [*WRONG, "swarm_client", "source_addresses", "bridge_route"]
 
 
 def entry_point_calls() -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
-"""bridge on a lab container: bridge43 up at 10.0.0.1/24, isolated (no uplink, no NAT, no
-forwarding), persistent (libvirt network defined and autostarted), libvirt available."""
+"""bridge on a lab container in routed mode: bridge43 up at 10.0.0.1/24, the libvirt network
+isolated (no uplink, no NAT, REJECT for forwarding), the kit's chain ahead of those rules letting
+only the one client address through, persistent (defined and autostarted), libvirt available."""
 
 from __future__ import annotations
 
@@ -31,10 +32,30 @@ def test_forwarding_rejected(host) -> None:
     rules = host.check_output("iptables -S").splitlines()
     assert "-A LIBVIRT_FWI -o bridge43 -j REJECT --reject-with icmp-port-unreachable" in rules
     assert "-A LIBVIRT_FWO -i bridge43 -j REJECT --reject-with icmp-port-unreachable" in rules
-    # Only bridge43 -> bridge43 (guests talking to each other) may be accepted.
+    # Only bridge43 -> bridge43 (guests talking to each other) may be accepted by libvirt.
     assert not [
-        r for r in rules if "FW" in r and r.endswith("-j ACCEPT") and r.count("bridge43") == 1
+        r
+        for r in rules
+        if "LIBVIRT_FW" in r and r.endswith("-j ACCEPT") and r.count("bridge43") == 1
     ]
+
+
+def test_routed_mode_lets_only_the_client_through(host) -> None:
+    """The kit's chain accepts 192.0.2.10 <-> 10.0.0.0/24 only, jumped to before libvirt's
+    REJECT rules; forwarding is on for the bridge."""
+    assert host.check_output("iptables -S ECHOLAB_FORWARD").splitlines() == [
+        "-N ECHOLAB_FORWARD",
+        "-A ECHOLAB_FORWARD -s 192.0.2.10/32 -d 10.0.0.0/24 -o bridge43 -j ACCEPT",
+        "-A ECHOLAB_FORWARD -s 10.0.0.0/24 -d 192.0.2.10/32 -i bridge43 -j ACCEPT",
+    ]
+    jumps = [
+        line.split()[-1]
+        for line in host.check_output("iptables -S FORWARD").splitlines()
+        if line.startswith("-A FORWARD -j ")
+    ]
+    assert jumps.index("ECHOLAB_FORWARD") < jumps.index("LIBVIRT_FWI")
+    assert jumps.index("ECHOLAB_FORWARD") < jumps.index("LIBVIRT_FWO")
+    assert host.file("/proc/sys/net/ipv4/conf/bridge43/forwarding").content_string.strip() == "1"
 
 
 def test_network_is_persistent_and_isolated(host) -> None:
