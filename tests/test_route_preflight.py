@@ -100,8 +100,8 @@ def _preflight(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]
 
 
 def _said(proc: subprocess.CompletedProcess[str]) -> str:
-    """The output with Ansible's line wrapping undone."""
-    return " ".join(proc.stdout.split())
+    """The output with Ansible's YAML line wrapping and quote doubling ('') undone."""
+    return " ".join(proc.stdout.replace("''", "'").split())
 
 
 @pytest.mark.lab
