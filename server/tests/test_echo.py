@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -320,3 +322,33 @@ def test_json_log_format(start_service: Callable[..., Service], backend: str) ->
         assert {"t", "time", "level", "logger", "message"} <= record.keys()
     assert records[0]["level"] == "info"
     assert "serving on port" in records[0]["message"]
+
+
+def test_a_client_that_does_not_read_is_not_read_either(service: Service, raw_client: Any) -> None:
+    """A client that sends without reading its echoes: wsecho stops reading from it once its
+    echoes back up (the client's sends block instead of wsecho buffering them), serves others
+    meanwhile, and returns every echo, in order, once the client reads."""
+    frame = raw_client.frame(0x2, bytes(125))
+    bound = 64 * 1024 * 1024  # far above both kernels' socket buffers, far below "buffer it all"
+    with raw_client(service.port) as client:
+        client.sock.setblocking(False)
+        sent = 0  # bytes
+        while sent < bound:
+            try:
+                sent += client.sock.send(frame[sent % len(frame) :])
+            except BlockingIOError:
+                # Full buffers; a server that still reads makes room again within moments.
+                if not select.select([], [client.sock], [], 0.5)[1]:
+                    break
+        assert sent < bound, f"wsecho read {sent:,} bytes from a client that never read"
+        service.assert_serving()
+        client.sock.settimeout(10)
+        # The rest of a frame sent in part goes out while the echoes are read.
+        rest = threading.Thread(target=client.sock.sendall, args=(frame[sent % len(frame) :],))
+        rest.start()
+        frames = -(-sent // len(frame))
+        for i in range(frames):
+            assert client.recv_frame() == (0x2, bytes(125)), f"echo {i} of {frames}"
+        rest.join()
+        client.send_frame(0x1, b"after")
+        assert client.recv_frame() == (0x1, b"after")
