@@ -166,7 +166,7 @@ def test_containers_measured_from_both_client_hosts(inventory: Path, tmp_path: P
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-12000:]
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    token = _docker("exec", NAME, "cat", "/var/lib/echolab/run-token").stdout.strip()
+    token = _docker("exec", NAME, "cat", "/var/lib/echolab/token/run-token").stdout.strip()
     assert len(token) == 32
     for target, port in (("container", 8080), ("baseline", 8081)):
         status = json.loads((run / target / "status.json").read_text())

@@ -1,5 +1,7 @@
 """experiment_targets' token check (tasks_from token_check) against a real wsecho on 127.0.0.1:
-the right run token passes; a different token, or none at all, fails with a message saying so."""
+the right run token passes; a different token, or none at all, fails with a message saying so.
+The run's token (tasks_from run_token) is fresh at each run, and a wsecho reading the token file
+answers with the new one at once."""
 
 from __future__ import annotations
 
@@ -63,15 +65,40 @@ def without_token() -> Iterator[int]:
     yield from _wsecho()
 
 
-def _check(tmp_path: Path, port: int, token: str) -> subprocess.CompletedProcess[str]:
-    playbook = tmp_path / "check.yml"
-    playbook.write_text(PLAYBOOK)
+RUN_TOKEN_PLAYBOOK = """
+- name: Write this run's token.
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Write the token.
+      ansible.builtin.include_role:
+        name: experiment_targets
+        tasks_from: run_token
+      vars:
+        experiment_targets_list:
+          - {name: container, kind: container, instance: c, address: local, port: 1, repetition: 1}
+        experiment_targets_token_file: "{{ token_file }}"
+"""
+
+
+def _playbook(tmp_path: Path, text: str, extra: str) -> subprocess.CompletedProcess[str]:
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(text)
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
     env.update(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "roles"))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    extra = f"target_port={port} token={token} ansible_python_interpreter={sys.executable}"
     return subprocess.run(
-        ["ansible-playbook", "-i", "localhost,", str(playbook), "-e", extra],
+        [
+            "ansible-playbook",
+            "-i",
+            "localhost,",
+            str(playbook),
+            "-e",
+            extra,
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -79,6 +106,10 @@ def _check(tmp_path: Path, port: int, token: str) -> subprocess.CompletedProcess
         check=False,
         timeout=300,
     )
+
+
+def _check(tmp_path: Path, port: int, token: str) -> subprocess.CompletedProcess[str]:
+    return _playbook(tmp_path, PLAYBOOK, f"target_port={port} token={token}")
 
 
 def test_the_run_token_passes(tmp_path: Path, with_token: int) -> None:
@@ -103,3 +134,26 @@ def test_no_token_fails(tmp_path: Path, without_token: int) -> None:
     assert f"container: /healthz on port {without_token} answered no Echolab-Run-Token header" in (
         proc.stdout
     )
+
+
+def test_each_run_gets_a_fresh_token(tmp_path: Path) -> None:
+    """run_token writes 32 new letters and digits at each run (mode 0644, read by the targets'
+    users), and a wsecho reading the file answers with the new token without a restart."""
+    token_file = tmp_path / "token" / "run-token"
+    token_file.parent.mkdir()
+    token_file.write_text("TokenOfTheTargetsStage\n")
+    server = _wsecho("--run-token-file", str(token_file))
+    port = next(server)
+    seen = []
+    for _ in range(2):
+        proc = _playbook(tmp_path, RUN_TOKEN_PLAYBOOK, f"token_file={token_file}")
+        assert proc.returncode == 0, proc.stdout[-4000:]
+        assert re.search(r"localhost\s+: ok=\d+\s+changed=1 ", proc.stdout), proc.stdout[-2000:]
+        token = token_file.read_text().strip()
+        assert re.fullmatch(r"[A-Za-z0-9]{32}", token)
+        assert token_file.stat().st_mode & 0o777 == 0o644
+        assert _check(tmp_path, port, token).returncode == 0
+        seen.append(token)
+    assert len(set(seen)) == 2
+    assert "TokenOfTheTargetsStage" not in seen
+    server.close()

@@ -106,8 +106,9 @@ trap 'rm -rf "$work"' EXIT
 started=$(date +%s)
 
 # The guest's packages: a kernel made for virtual machines (virtio built in, small), systemd as init,
-# ifupdown for the static address, python3-venv for the service's own virtual environment.
-packages=linux-image-cloud-amd64,systemd-sysv,udev,ifupdown,iproute2,python3,python3-venv
+# ifupdown for the static address, python3-venv for the service's own virtual environment, the
+# QEMU guest agent through which the host writes the run token (vm/run-token.py).
+packages=linux-image-cloud-amd64,systemd-sysv,udev,ifupdown,iproute2,python3,python3-venv,qemu-guest-agent
 # customize.sh runs inside mmdebstrap, with /proc, /sys and /dev mounted in the chroot.
 export ECHOLAB_VM_FILES="$here/files" ECHOLAB_VM_WHEELHOUSE=$wheelhouse ECHOLAB_VM_ADDRESS=$address \
     ECHOLAB_VM_GATEWAY=$gateway ECHOLAB_VM_PORT=$port ECHOLAB_VM_NOFILE=$nofile

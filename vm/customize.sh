@@ -16,6 +16,7 @@ printf '127.0.0.1\tlocalhost\n127.0.1.1\techolab-vm\n' >"$root/etc/hosts"
 install -m 0644 "$files/fstab" "$root/etc/fstab"
 subst "$files/interfaces" >"$root/etc/network/interfaces"
 install -m 0644 "$files/90-echolab.conf" "$root/etc/sysctl.d/90-echolab.conf"
+install -m 0644 "$files/tmpfiles-echolab.conf" "$root/etc/tmpfiles.d/echolab.conf"
 subst "$files/wsecho.service" >"$root/etc/systemd/system/wsecho.service"
 
 # wsecho and its pinned dependencies from the controller's wheelhouse: no index is ever asked.

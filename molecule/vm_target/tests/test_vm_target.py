@@ -1,11 +1,13 @@
 """vm_target on a lab container: the Debian guest runs under libvirt on bridge43, wsecho answers
 on 10.0.0.42:8080 from the lab host, the accelerator chosen by the KVM probe (TCG here: /dev/kvm
 exists but does not boot a kernel) is recorded, and the image holds the unit with its raised
-limit."""
+limit; it answers /healthz with the host's run token, takes a new one without a reboot, and a
+wrong token sends it no load."""
 
 from __future__ import annotations
 
 import json
+import re
 
 NAME = "echolab-vm"
 URL = "http://10.0.0.42:8080"
@@ -14,6 +16,18 @@ RECIPE = "/var/lib/echolab/vm/recipe"
 WHEELS = "/var/lib/echolab/vm/wheelhouse"
 UNIT = "/etc/systemd/system/wsecho.service"
 WANTS = "/etc/systemd/system/multi-user.target.wants/wsecho.service"
+TOKEN_FILE = "/var/lib/echolab/token/run-token"
+CONVERGE_TOKEN = "MoleculeTok3n"  # molecule/vm_target/converge.yml
+# Runs on the lab host: print the Echolab-Run-Token header of the guest's /healthz (or None).
+TOKEN_HEADER = (
+    "python3 -c 'import urllib.request as u; "
+    f'print(u.urlopen("{URL}/healthz", timeout=10).headers["Echolab-Run-Token"])\''
+)
+# wsswarm on the lab host (swarm_client in converge.yml): a small, short run against the guest.
+SWARM = (
+    "/opt/echolab/venv/bin/wsswarm run --url ws://10.0.0.42:8080/ --processes 1 --connections 5 "
+    "--connect-rate 50 --warmup 0.5 --duration 1 --out $(mktemp -d -u) --run-token "
+)
 
 # Runs on the lab host: GET a URL, print "<status> <body>".
 FETCH = (
@@ -136,3 +150,49 @@ def test_image_is_up_to_date(host) -> None:
     )
     assert check.rc == 0, check.stderr
     assert check.stdout.strip() == "unchanged"
+
+
+def _connections_total(host) -> int:
+    metrics = host.check_output(FETCH + URL + "/metrics")
+    found = re.search(r"^wsecho_connections_total (\d+)", metrics, re.MULTILINE)
+    assert found, metrics
+    return int(found.group(1))
+
+
+def test_healthz_carries_the_run_token(host) -> None:
+    """The guest answers /healthz with the host's run token, copied in at deployment."""
+    assert host.file(TOKEN_FILE).content_string.strip() == CONVERGE_TOKEN
+    assert host.check_output(TOKEN_HEADER) == CONVERGE_TOKEN
+
+
+def test_wrong_token_sends_no_load(host) -> None:
+    """wsswarm with another run's token: exit 4, naming the guest's token; not one connection."""
+    before = _connections_total(host)
+    result = host.run(SWARM + "SomeOtherRun")
+    assert result.rc == 4, result.stderr
+    assert "not this run's target" in result.stderr
+    assert f"carries run token '{CONVERGE_TOKEN}', not 'SomeOtherRun'" in result.stderr
+    assert _connections_total(host) == before
+
+
+def test_a_new_run_token_reaches_the_guest_without_a_reboot(host) -> None:
+    """A new run's token (as experiment_targets' run_token writes it) is copied in once
+    (changed, then unchanged), the guest answers with it, the old token is refused and the new
+    one loads the guest. The guest did not restart for it."""
+    started = host.check_output(f"virsh domid {NAME}")
+    push = f"{RECIPE}/run-token.py --domain {NAME} --token-file {TOKEN_FILE}"
+    try:
+        host.check_output(f"printf 'NewRun0f2026\\n' > {TOKEN_FILE}")
+        assert host.check_output(push + " --check") == "changed"
+        assert host.check_output(push) == "changed"
+        assert host.check_output(push) == "unchanged"
+        assert host.check_output(TOKEN_HEADER) == "NewRun0f2026"
+        old = host.run(SWARM + CONVERGE_TOKEN)
+        assert old.rc == 4, old.stderr
+        before = _connections_total(host)
+        new = host.run(SWARM + "NewRun0f2026")
+        assert new.rc == 0, new.stderr
+        assert _connections_total(host) > before
+    finally:
+        host.run(f"printf '{CONVERGE_TOKEN}\\n' > {TOKEN_FILE} && {push}")
+    assert host.check_output(f"virsh domid {NAME}") == started
