@@ -12,6 +12,7 @@
 #   --gateway IP      its gateway, the host side of the bridge        (default 10.0.0.1)
 #   --port N          wsecho's TCP port                               (default 8080)
 #   --nofile N        LimitNOFILE of the wsecho unit                  (default 200000)
+#   --max-connections N  wsecho's --max-connections                  (default 50000)
 #   --size SIZE       size of the root file system, mkfs.ext4 syntax  (default 1G)
 #   --suite NAME      Debian suite                                    (default bookworm)
 #   --mirror URL      Debian mirror                                   (default: mmdebstrap's own)
@@ -30,7 +31,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 wheelhouse='' out='' address=10.0.0.42/24 gateway=10.0.0.1 port=8080 nofile=200000 size=1G
-suite=bookworm mirror='' keyring='' cache='' force=0 check=0
+max_connections=50000 suite=bookworm mirror='' keyring='' cache='' force=0 check=0
 
 die() { echo "build-image: $*" >&2; exit 2; }
 need() { [ $# -ge 2 ] && [ -n "$2" ] || die "option $1 needs a value"; }
@@ -42,6 +43,7 @@ while [ $# -gt 0 ]; do
         --gateway) need "$@"; gateway=$2; shift 2 ;;
         --port) need "$@"; port=$2; shift 2 ;;
         --nofile) need "$@"; nofile=$2; shift 2 ;;
+        --max-connections) need "$@"; max_connections=$2; shift 2 ;;
         --size) need "$@"; size=$2; shift 2 ;;
         --suite) need "$@"; suite=$2; shift 2 ;;
         --mirror) need "$@"; mirror=$2; shift 2 ;;
@@ -65,6 +67,8 @@ ipv4="$octet\\.$octet\\.$octet\\.$octet"
 [[ $gateway =~ ^$ipv4$ ]] || die "--gateway must be an IPv4 address, not '$gateway'"
 [[ $port =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "--port must be 1-65535, not '$port'"
 [[ $nofile =~ ^[0-9]+$ ]] && [ "$nofile" -ge 1024 ] || die "--nofile must be an integer >= 1024, not '$nofile'"
+[[ $max_connections =~ ^[0-9]+$ ]] && [ "$max_connections" -ge 1 ] ||
+    die "--max-connections must be an integer >= 1, not '$max_connections'"
 [[ $size =~ ^[0-9]+[MG]$ ]] || die "--size must look like 1G or 800M, not '$size'"
 [ -z "$keyring" ] || [ -r "$keyring" ] || die "--keyring $keyring is not a readable file (apt-get install debian-archive-keyring)"
 [ "$(id -u)" = 0 ] || die "must run as root (mmdebstrap builds a chroot, mkfs.ext4 keeps ownership)"
@@ -85,7 +89,7 @@ stamp=$(
         (cd "$here/files" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
         (cd "$wheelhouse" && find . -maxdepth 1 \( -name '*.whl' -o -name constraints.txt \) -print0 |
             sort -z | xargs -0 sha256sum)
-        echo "address=$address gateway=$gateway port=$port nofile=$nofile size=$size suite=$suite mirror=$mirror"
+        echo "address=$address gateway=$gateway port=$port nofile=$nofile max_connections=$max_connections size=$size suite=$suite mirror=$mirror"
     } | sha256sum | cut -c1-16
 )
 if [ "$force" = 0 ] && [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ] &&
@@ -111,7 +115,8 @@ started=$(date +%s)
 packages=linux-image-cloud-amd64,systemd-sysv,udev,ifupdown,iproute2,python3,python3-venv,qemu-guest-agent
 # customize.sh runs inside mmdebstrap, with /proc, /sys and /dev mounted in the chroot.
 export ECHOLAB_VM_FILES="$here/files" ECHOLAB_VM_WHEELHOUSE=$wheelhouse ECHOLAB_VM_ADDRESS=$address \
-    ECHOLAB_VM_GATEWAY=$gateway ECHOLAB_VM_PORT=$port ECHOLAB_VM_NOFILE=$nofile
+    ECHOLAB_VM_GATEWAY=$gateway ECHOLAB_VM_PORT=$port ECHOLAB_VM_NOFILE=$nofile \
+    ECHOLAB_VM_MAX_CONNECTIONS=$max_connections
 # A package cache makes rebuilds (new wheels, new options) cheap and possible offline.
 cache_hooks=()
 if [ -n "$cache" ]; then
@@ -143,6 +148,7 @@ qemu-img convert -O qcow2 "$work/disk.raw" "$work/disk.qcow2"
 cat >"$work/image.json" <<EOF
 {"format_version": 1, "stamp": "$stamp", "suite": "$suite", "kernel": "$(basename "$kernel")",
  "address": "$address", "gateway": "$gateway", "port": $port, "nofile": $nofile,
+ "max_connections": $max_connections,
  "wsecho_wheel": "$(cd "$wheelhouse" && ls wsecho-*.whl | tail -n1)", "built": "$(date -u +%FT%TZ)"}
 EOF
 

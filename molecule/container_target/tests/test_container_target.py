@@ -13,6 +13,9 @@ import pytest
 TARGETS = [("echolab-wsecho", "wsecho", 8080), ("echolab-nodejs-ws", "nodejs_ws", 8081)]
 NETWORK_MODE = {"wsecho": "bridge", "nodejs_ws": "host"}
 IDS = [t[1] for t in TARGETS]
+# converge.yml gives wsecho a memory limit and --max-connections (as site.yml does from the plan);
+# the baseline keeps the role's defaults (no memory limit).
+MEMORY_MIB = {"wsecho": 640, "nodejs_ws": 0}
 
 # A minimal WebSocket client (RFC 6455: handshake, one masked text frame, read the echo), run by the
 # lab host's python3 so that the traffic stays inside the lab container's network namespace.
@@ -108,11 +111,20 @@ def test_hardening_settings(host: Any, name: str, app: str, port: int) -> None:
     assert "no-new-privileges" in cfg["SecurityOpt"]
     assert cfg["RestartPolicy"]["Name"] == "unless-stopped"
     assert {"Name": "nofile", "Soft": 16384, "Hard": 16384} in cfg["Ulimits"]
+    assert cfg["Memory"] == MEMORY_MIB[app] * 1024 * 1024
+
+
+def test_wsecho_runs_with_the_connection_limit(host: Any) -> None:
+    """wsecho got --max-connections from the role: its start line says so."""
+    assert inspect(host, "echolab-wsecho")["Args"][-2:] == ["--max-connections", "12345"]
+    logs = host.run("docker logs echolab-wsecho")
+    assert "max_connections=12345" in logs.stdout + logs.stderr
 
 
 @pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
 def test_limits_in_force(host: Any, name: str, app: str, port: int) -> None:
-    """The kernel applies them: the process's nofile limit and the CFS quota of one CPU."""
+    """The kernel applies them: the process's nofile limit, the CFS quota of one CPU, the memory
+    limit."""
     info = inspect(host, name)
     pid = info["State"]["Pid"]
     limits = host.file(f"/proc/{pid}/limits").content_string
@@ -133,6 +145,10 @@ def test_limits_in_force(host: Any, name: str, app: str, port: int) -> None:
         quota_s, period_s = host.file(f"/sys/fs/cgroup{path}/cpu.max").content_string.split()
         quota, period = int(quota_s), int(period_s)
     assert quota == period, f"quota={quota} period={period}"
+    if MEMORY_MIB[app]:
+        v1 = host.file(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+        memory = v1 if v1.exists else host.file(f"/sys/fs/cgroup{path}/memory.max")
+        assert int(memory.content_string) == MEMORY_MIB[app] * 1024 * 1024
 
 
 @pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
@@ -173,6 +189,7 @@ def test_manifest_facts_file(host: Any, name: str, app: str, port: int) -> None:
     the port: read from the running processes, so it must agree with `ps`."""
     facts = json.loads(host.file(f"/var/lib/echolab/container_{name}.json").content_string)
     info = inspect(host, name)
+    assert facts["memory_mib"] == MEMORY_MIB[app]
     assert facts["image_id"] == info["Image"]
     assert facts["app"] == app
     assert facts["port"] == port

@@ -126,10 +126,17 @@ def test_image_has_the_service_unit_with_raised_limit(host) -> None:
     finally:
         host.run(f"rm -f {raw}")
     assert "LimitNOFILE=100000" in unit
+    assert "Environment=WSECHO_MAX_CONNECTIONS=50000" in unit
     assert "ExecStart=/opt/echolab/venv/bin/wsecho --host 0.0.0.0 --port 8080" in unit
     assert "Type: symlink" in enabled.stdout
     assert "address 10.0.0.42/24" in interfaces
     assert "gateway 10.0.0.1" in interfaces
+
+
+def test_service_runs_with_the_connection_limit(host) -> None:
+    """The guest's wsecho took --max-connections from its unit: its start line on the console."""
+    console = host.file(f"/var/log/libvirt/qemu/{NAME}-console.log").content_string
+    assert "max_connections=50000" in console
 
 
 def test_build_script_rejects_bad_input(host) -> None:
@@ -145,7 +152,8 @@ def test_image_is_up_to_date(host) -> None:
     """Run again with the role's inputs, the recipe reports nothing to rebuild."""
     check = host.run(
         f"{RECIPE}/build-image.sh --check --wheelhouse {WHEELS} --out {IMAGE} "
-        "--address 10.0.0.42/24 --gateway 10.0.0.1 --port 8080 --nofile 100000 --size 1G "
+        "--address 10.0.0.42/24 --gateway 10.0.0.1 --port 8080 --nofile 100000 "
+        "--max-connections 50000 --size 1G "
         "--suite bookworm --cache /var/cache/echolab/vm-debs"
     )
     assert check.rc == 0, check.stderr
