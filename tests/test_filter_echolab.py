@@ -611,3 +611,55 @@ def test_start_at_refuses_bad_input(args: tuple[Any, ...]) -> None:
     """Nonsense input stops the play with the filter's name, not a start in the past."""
     with pytest.raises(AnsibleFilterError, match="echolab_start_at"):
         echolab.start_at(*args)
+
+
+UFW_TARGETS = [
+    {"name": "vm", "kind": "vm", "address": "10.0.0.42", "port": 8080},
+    {"name": "container", "kind": "container", "address": "local", "port": 8080},
+    {"name": "baseline", "kind": "baseline", "address": "local", "port": 8081},
+    {"name": "container-rep2", "kind": "container", "address": "local", "port": 8080},
+]
+
+
+def test_ufw_rules_name_each_target_for_each_remote_source_address() -> None:
+    """Forwarding to the VM, the container ports open: from every address a client loads from."""
+    clients = [
+        {"ansible_default_ipv4": {"address": "192.0.2.10"}},
+        {
+            "ansible_default_ipv4": {"address": "192.0.2.11"},
+            "echolab_source_addresses": ["192.0.2.21/24"],
+        },
+    ]
+    assert echolab.ufw_rules(UFW_TARGETS, clients) == [
+        "route allow from 192.0.2.10 to 10.0.0.42 port 8080 proto tcp",
+        "route allow from 192.0.2.11 to 10.0.0.42 port 8080 proto tcp",
+        "route allow from 192.0.2.21 to 10.0.0.42 port 8080 proto tcp",
+        "allow from 192.0.2.10 to any port 8080 proto tcp",
+        "allow from 192.0.2.11 to any port 8080 proto tcp",
+        "allow from 192.0.2.21 to any port 8080 proto tcp",
+        "allow from 192.0.2.10 to any port 8081 proto tcp",
+        "allow from 192.0.2.11 to any port 8081 proto tcp",
+        "allow from 192.0.2.21 to any port 8081 proto tcp",
+    ]
+
+
+def test_ufw_rules_none_without_remote_clients() -> None:
+    """The test host as its only client: its load never crosses its own firewall."""
+    assert echolab.ufw_rules(UFW_TARGETS, []) == []
+
+
+@pytest.mark.parametrize(
+    ("targets", "clients", "message"),
+    [
+        (UFW_TARGETS, [{"echolab_source_addresses": ["nope"]}], "'nope' is not an IP address"),
+        (
+            [{"name": "vm", "kind": "vm", "address": "local", "port": 8080}],
+            [{"ansible_default_ipv4": {"address": "192.0.2.10"}}],
+            "a VM needs its bridge address",
+        ),
+        ("vm", [], "targets must be a list"),
+    ],
+)
+def test_ufw_rules_refuse_bad_input(targets: Any, clients: Any, message: str) -> None:
+    with pytest.raises(AnsibleFilterError, match=message):
+        echolab.ufw_rules(targets, clients)

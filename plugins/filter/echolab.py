@@ -13,6 +13,8 @@
                            (nofile, wsecho's --max-connections, memory)
     echolab_path_capacity  the plan, the targets, their limits and the client hosts' source
                            addresses -> what each path holds, and every plan it cannot hold
+    echolab_ufw_rules      the targets and the remote client hosts' facts -> the ufw rules the test
+                           host needs to let their load in (`ufw show added` form, without "ufw ")
     echolab_start_at       now, the time one launch took, the delay, the client hosts and forks
                            -> the common --start-at, late enough for the last batch of hosts
 
@@ -22,6 +24,7 @@ raises AnsibleFilterError naming every problem found, so a play stops with a rea
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import math
 import re
@@ -751,6 +754,52 @@ def start_at(now: Any, launch_s: Any, start_delay: Any, clients: Any, forks: Any
     return math.ceil(values[0] + values[2] + 2 * values[1] * batches)
 
 
+def ufw_rules(targets: Any, clients: Any) -> list[str]:
+    """The ufw rules a test host needs for the load of the client hosts on other machines.
+
+    `clients` are those hosts' variables: each one's load comes from its default IPv4 address and
+    its `echolab_source_addresses`. A container or baseline target needs its port open to them (a
+    published port passes Docker's own chains first; a host-network one needs the rule); a VM
+    target on the bridge needs forwarding from them to its address and port (`ufw route`). The
+    rules are written as `ufw show added` prints them, so they can be compared with it.
+    """
+    if not isinstance(targets, Sequence) or isinstance(targets, str):
+        raise AnsibleFilterError(f"echolab_ufw_rules: targets must be a list, got {targets!r}")
+    if not isinstance(clients, Sequence) or isinstance(clients, str):
+        raise AnsibleFilterError(f"echolab_ufw_rules: clients must be a list, got {clients!r}")
+    sources: list[str] = []
+    problems: list[str] = []
+    for client in clients:
+        if not isinstance(client, Mapping):
+            problems.append(f"a client host's variables are not a dict: {client!r}")
+            continue
+        default = (client.get("ansible_default_ipv4") or {}).get("address")
+        for raw in [default, *list(client.get("echolab_source_addresses") or [])]:
+            if raw:
+                try:
+                    sources.append(str(ipaddress.ip_interface(str(raw)).ip))
+                except ValueError:
+                    problems.append(f"{raw!r} is not an IP address")
+    rules: list[str] = []
+    for target in targets:
+        kind, address, port = (
+            target.get("kind"),
+            str(target.get("address", "local")),
+            target.get("port"),
+        )
+        for source in dict.fromkeys(sources):
+            if kind == "vm":
+                if address == "local":
+                    problems.append(f"target {target.get('name')!r}: a VM needs its bridge address")
+                    break
+                rules.append(f"route allow from {source} to {address} port {int(port)} proto tcp")
+            else:
+                rules.append(f"allow from {source} to any port {int(port)} proto tcp")
+    if problems:
+        raise AnsibleFilterError("echolab_ufw_rules: " + "; ".join(dict.fromkeys(problems)))
+    return list(dict.fromkeys(rules))
+
+
 def _reasons(reasons: Any) -> list[str]:
     """The non-empty reasons, each once, in order."""
     if isinstance(reasons, str) or not isinstance(reasons, Sequence):
@@ -774,4 +823,5 @@ class FilterModule:
             "echolab_target_limits": target_limits,
             "echolab_path_capacity": path_capacity,
             "echolab_start_at": start_at,
+            "echolab_ufw_rules": ufw_rules,
         }
