@@ -77,6 +77,10 @@ def test_plan_takes_the_profile_then_the_variables() -> None:
         ({"compat": "perhaps"}, "compat must be a boolean"),
         ({"clock_warn_s": 3}, "clock_warn_s <= clock_fail_s"),
         ({"connections": 3}, "at least one connection per process"),
+        ({"server_cpus": [1, 1]}, "names a CPU more than once"),
+        ({"server_cpus": ["x"]}, r"server_cpus\[0\] must be a number"),
+        ({"server_cpus": [-1]}, r"server_cpus must be CPU numbers \(0, 1, ...\)"),
+        ({"server_cpus": 1}, "server_cpus must be a list"),
     ],
 )
 def test_plan_refuses_bad_values(given: dict[str, Any], message: str) -> None:
@@ -144,6 +148,45 @@ def test_split_refuses_bad_input() -> None:
     for total, parts in [(5, 0), (-1, 2), (2.5, 2), (True, 2)]:
         with pytest.raises(AnsibleFilterError):
             echolab.split(total, parts)
+
+
+def test_server_cpus_default_to_none_and_take_lists_or_strings() -> None:
+    """No pinning by default; a list, or "1,3" from -e, gives the CPU numbers."""
+    assert plan()["server_cpus"] == []
+    assert plan(server_cpus=[1, 3])["server_cpus"] == [1, 3]
+    assert plan(server_cpus="1,3")["server_cpus"] == [1, 3]
+    assert plan(server_cpus="")["server_cpus"] == []
+
+
+def test_cpu_list_reads_the_kernel_format() -> None:
+    """/sys/devices/system/cpu/online: ranges and single CPUs."""
+    assert echolab.cpu_list("0-3,6\n") == [0, 1, 2, 3, 6]
+    assert echolab.cpu_list("1") == [1]
+    with pytest.raises(AnsibleFilterError, match="not a kernel CPU list"):
+        echolab.cpu_list("0-")
+
+
+def test_server_cpus_must_exist_and_leave_one_for_a_local_client() -> None:
+    """A CPU the test host lacks is named; a test host that is also a client keeps one CPU."""
+    assert echolab.server_cpus_problems(plan(), "0") == []
+    assert echolab.server_cpus_problems(plan(server_cpus=[1]), "0-1") == []
+    (missing,) = echolab.server_cpus_problems(plan(server_cpus=[1, 4]), "0-2,7")
+    assert "CPU(s) [4] that test host th does not have online (it has 0-2,7)" in missing
+    local = echolab.plan_params({"server_cpus": [0, 1]}, PROFILES, "lab", ["th"], ["th"])
+    (crowded,) = echolab.server_cpus_problems(local, "0-1")
+    assert "takes every CPU of test host th, which is also a client host" in crowded
+    # A test host that is not a client may give every CPU to the server.
+    assert echolab.server_cpus_problems(plan(server_cpus=[0, 1]), "0-1") == []
+
+
+def test_client_cpus_keep_a_local_client_off_the_server_cpus() -> None:
+    """Only the test host, and only with pinning, restricts the kit's own processes."""
+    local = echolab.plan_params({"server_cpus": [1]}, PROFILES, "lab", ["th"], ["th", "c1"])
+    assert echolab.client_cpus(local, "th", "0-3") == "0,2,3"
+    assert echolab.client_cpus(local, "c1", "0-3") == ""
+    assert echolab.client_cpus(plan(), "th", "0-3") == ""
+    with pytest.raises(AnsibleFilterError, match="leave no CPU of th"):
+        echolab.client_cpus(local, "th", "1")
 
 
 def test_client_share_per_host() -> None:

@@ -13,6 +13,7 @@
 #   --port N          wsecho's TCP port                               (default 8080)
 #   --nofile N        LimitNOFILE of the wsecho unit                  (default 200000)
 #   --max-connections N  wsecho's --max-connections                  (default 50000)
+#   --workers N       wsecho worker processes, one per vCPU (1-64)    (default 1)
 #   --size SIZE       size of the root file system, mkfs.ext4 syntax  (default 1G)
 #   --suite NAME      Debian suite                                    (default bookworm)
 #   --mirror URL      Debian mirror                                   (default: mmdebstrap's own)
@@ -30,7 +31,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-wheelhouse='' out='' address=10.0.0.42/24 gateway=10.0.0.1 port=8080 nofile=200000 size=1G
+wheelhouse='' out='' address=10.0.0.42/24 gateway=10.0.0.1 port=8080 nofile=200000 workers=1 size=1G
 max_connections=50000 suite=bookworm mirror='' keyring='' cache='' force=0 check=0
 
 die() { echo "build-image: $*" >&2; exit 2; }
@@ -44,6 +45,7 @@ while [ $# -gt 0 ]; do
         --port) need "$@"; port=$2; shift 2 ;;
         --nofile) need "$@"; nofile=$2; shift 2 ;;
         --max-connections) need "$@"; max_connections=$2; shift 2 ;;
+        --workers) need "$@"; workers=$2; shift 2 ;;
         --size) need "$@"; size=$2; shift 2 ;;
         --suite) need "$@"; suite=$2; shift 2 ;;
         --mirror) need "$@"; mirror=$2; shift 2 ;;
@@ -69,6 +71,7 @@ ipv4="$octet\\.$octet\\.$octet\\.$octet"
 [[ $nofile =~ ^[0-9]+$ ]] && [ "$nofile" -ge 1024 ] || die "--nofile must be an integer >= 1024, not '$nofile'"
 [[ $max_connections =~ ^[0-9]+$ ]] && [ "$max_connections" -ge 1 ] ||
     die "--max-connections must be an integer >= 1, not '$max_connections'"
+[[ $workers =~ ^[0-9]+$ ]] && [ "$workers" -ge 1 ] && [ "$workers" -le 64 ] || die "--workers must be 1-64, not '$workers'"
 [[ $size =~ ^[0-9]+[MG]$ ]] || die "--size must look like 1G or 800M, not '$size'"
 [ -z "$keyring" ] || [ -r "$keyring" ] || die "--keyring $keyring is not a readable file (apt-get install debian-archive-keyring)"
 [ "$(id -u)" = 0 ] || die "must run as root (mmdebstrap builds a chroot, mkfs.ext4 keeps ownership)"
@@ -89,7 +92,7 @@ stamp=$(
         (cd "$here/files" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
         (cd "$wheelhouse" && find . -maxdepth 1 \( -name '*.whl' -o -name constraints.txt \) -print0 |
             sort -z | xargs -0 sha256sum)
-        echo "address=$address gateway=$gateway port=$port nofile=$nofile max_connections=$max_connections size=$size suite=$suite mirror=$mirror"
+        echo "address=$address gateway=$gateway port=$port nofile=$nofile max_connections=$max_connections workers=$workers size=$size suite=$suite mirror=$mirror"
     } | sha256sum | cut -c1-16
 )
 if [ "$force" = 0 ] && [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ] &&
@@ -116,7 +119,8 @@ packages=linux-image-cloud-amd64,systemd-sysv,udev,ifupdown,iproute2,python3,pyt
 # customize.sh runs inside mmdebstrap, with /proc, /sys and /dev mounted in the chroot.
 export ECHOLAB_VM_FILES="$here/files" ECHOLAB_VM_WHEELHOUSE=$wheelhouse ECHOLAB_VM_ADDRESS=$address \
     ECHOLAB_VM_GATEWAY=$gateway ECHOLAB_VM_PORT=$port ECHOLAB_VM_NOFILE=$nofile \
-    ECHOLAB_VM_MAX_CONNECTIONS=$max_connections
+    ECHOLAB_VM_MAX_CONNECTIONS=$max_connections \
+    ECHOLAB_VM_WORKERS=$workers
 # A package cache makes rebuilds (new wheels, new options) cheap and possible offline.
 cache_hooks=()
 if [ -n "$cache" ]; then
@@ -149,7 +153,7 @@ cat >"$work/image.json" <<EOF
 {"format_version": 1, "stamp": "$stamp", "suite": "$suite", "kernel": "$(basename "$kernel")",
  "address": "$address", "gateway": "$gateway", "port": $port, "nofile": $nofile,
  "max_connections": $max_connections,
- "wsecho_wheel": "$(cd "$wheelhouse" && ls wsecho-*.whl | tail -n1)", "built": "$(date -u +%FT%TZ)"}
+ "workers": $workers, "wsecho_wheel": "$(cd "$wheelhouse" && ls wsecho-*.whl | tail -n1)", "built": "$(date -u +%FT%TZ)"}
 EOF
 
 # Each rename is atomic; the stamp goes last, so an interrupted build is rebuilt next time.

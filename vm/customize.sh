@@ -9,7 +9,8 @@ files=$ECHOLAB_VM_FILES
 subst() {
     sed -e "s|@ADDRESS@|$ECHOLAB_VM_ADDRESS|g" -e "s|@GATEWAY@|$ECHOLAB_VM_GATEWAY|g" \
         -e "s|@PORT@|$ECHOLAB_VM_PORT|g" -e "s|@NOFILE@|$ECHOLAB_VM_NOFILE|g" \
-        -e "s|@MAX_CONNECTIONS@|$ECHOLAB_VM_MAX_CONNECTIONS|g" "$1"
+        -e "s|@MAX_CONNECTIONS@|$ECHOLAB_VM_MAX_CONNECTIONS|g" \
+        -e "s|@WORKERS@|$ECHOLAB_VM_WORKERS|g" "$1"
 }
 
 echo echolab-vm >"$root/etc/hostname"

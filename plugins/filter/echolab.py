@@ -17,6 +17,11 @@
                            host needs to let their load in (`ufw show added` form, without "ufw ")
     echolab_start_at       now, the time one launch took, the delay, the client hosts and forks
                            -> the common --start-at, late enough for the last batch of hosts
+    echolab_cpu_list       a kernel CPU list ("0-3,6") -> the CPU numbers
+    echolab_server_cpus_problems  the plan's server CPUs and the test host's online CPUs -> why
+                           they cannot be used (empty: they can)
+    echolab_client_cpus    the plan, a host and the test host's online CPUs -> the CPUs wsswarm
+                           runs on there ("" : anywhere)
 
 Loaded through ansible.cfg `filter_plugins` (and ANSIBLE_FILTER_PLUGINS in molecule). Bad input
 raises AnsibleFilterError naming every problem found, so a play stops with a readable message.
@@ -58,6 +63,7 @@ PLAN_KEYS: dict[str, tuple[type, Any]] = {
     "progress_interval": (float, 5.0),
     "clock_warn_s": (float, 0.25),
     "clock_fail_s": (float, 2.0),
+    "server_cpus": (list, []),
 }
 # Keys that come only from echolab_* variables, never from a profile.
 RUN_ONLY_KEYS = (
@@ -66,9 +72,10 @@ RUN_ONLY_KEYS = (
     "progress_interval",
     "clock_warn_s",
     "clock_fail_s",
+    "server_cpus",
 )
 # The element type of each list key (a comma-separated string is read as a list too).
-LIST_ELEMENTS: dict[str, type] = {"steps": int, "stop_when": str}
+LIST_ELEMENTS: dict[str, type] = {"steps": int, "stop_when": str, "server_cpus": int}
 TARGET_KINDS = ("vm", "container", "baseline")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # The 2017 client opens 3 connections per 200 ms per worker whatever the requested rate.
@@ -105,6 +112,74 @@ def _convert(key: str, kind: type, value: Any) -> Any:
             raise ValueError(f"{key} must be a whole number, got {value!r}")
         return int(number)
     return number
+
+
+def cpu_list(text: Any) -> list[int]:
+    """The CPU numbers of a kernel CPU list such as /sys/devices/system/cpu/online ("0-3,6")."""
+    if not isinstance(text, str) or not re.fullmatch(r"\s*\d+(-\d+)?(,\d+(-\d+)?)*\s*", text):
+        raise AnsibleFilterError(f"echolab_cpu_list: not a kernel CPU list: {text!r}")
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        first, _, last = part.partition("-")
+        cpus.extend(range(int(first), int(last or first) + 1))
+    return sorted(set(cpus))
+
+
+def server_cpus_problems(params: Any, online: Any) -> list[str]:
+    """Why the plan's server CPUs (echolab_server_cpus) cannot be used on the test host whose
+    online CPUs are `online` (a kernel CPU list): a CPU it does not have, or no CPU left for a
+    client that runs there too. Empty when they can be used (or when nothing is pinned)."""
+    cpus, testhost, clients = _server_cpus_plan(params, "echolab_server_cpus_problems")
+    if not cpus:
+        return []
+    have = cpu_list(online)
+    missing = [c for c in cpus if c not in have]
+    if missing:
+        return [
+            f"echolab_server_cpus names CPU(s) {missing} that test host {testhost} does not have "
+            f"online (it has {_ranges(have)}); list CPUs of the test host, or [] for no pinning"
+        ]
+    if testhost in clients and not set(have) - set(cpus):
+        return [
+            f"echolab_server_cpus {cpus} takes every CPU of test host {testhost}, which is also a "
+            "client host: leave at least one CPU for wsswarm and the sampler"
+        ]
+    return []
+
+
+def client_cpus(params: Any, host: str, online: Any) -> str:
+    """The CPUs (a taskset list) the kit's processes on `host` run on: the test host's CPUs
+    that are not the server's, when `host` is the test host and the server is pinned; "" (no
+    restriction) otherwise."""
+    cpus, testhost, _ = _server_cpus_plan(params, "echolab_client_cpus")
+    if not cpus or host != testhost:
+        return ""
+    rest = sorted(set(cpu_list(online)) - set(cpus))
+    if not rest:
+        raise AnsibleFilterError(
+            f"echolab_client_cpus: the server CPUs {cpus} leave no CPU of {host} for the clients"
+        )
+    return ",".join(str(c) for c in rest)
+
+
+def _server_cpus_plan(params: Any, who: str) -> tuple[list[int], str, list[str]]:
+    try:
+        return list(params["server_cpus"]), str(params["testhost"]), list(params["clients"])
+    except (KeyError, TypeError) as exc:
+        raise AnsibleFilterError(
+            f"{who}: expected the plan (experiment_plan_params), got {params!r}: {exc}"
+        ) from exc
+
+
+def _ranges(cpus: list[int]) -> str:
+    """CPU numbers as a kernel CPU list: [0, 1, 2, 5] -> "0-2,5"."""
+    parts: list[str] = []
+    for cpu in cpus:
+        if parts and cpu == int(parts[-1].rsplit("-", 1)[-1]) + 1:
+            parts[-1] = parts[-1].split("-")[0] + f"-{cpu}"
+        else:
+            parts.append(str(cpu))
+    return ",".join(parts)
 
 
 def plan_params(
@@ -167,6 +242,14 @@ def _check_params(p: Mapping[str, Any]) -> list[str]:
         (p["warmup"] >= 0, f"warmup must be >= 0, got {p['warmup']}"),
         (p["duration"] > 0, f"duration must be > 0, got {p['duration']}"),
         (p["repetitions"] >= 1, f"repetitions must be >= 1, got {p['repetitions']}"),
+        (
+            all(cpu >= 0 for cpu in p["server_cpus"]),
+            f"server_cpus must be CPU numbers (0, 1, ...), got {p['server_cpus']}",
+        ),
+        (
+            len(set(p["server_cpus"])) == len(p["server_cpus"]),
+            f"server_cpus names a CPU more than once: {p['server_cpus']}",
+        ),
         (p["mode"] in ("closed", "open"), f"mode must be closed or open, got {p['mode']!r}"),
         (p["open_rate"] > 0, f"open_rate must be > 0, got {p['open_rate']}"),
         (p["connect_timeout"] > 0, f"connect_timeout must be > 0, got {p['connect_timeout']}"),
@@ -824,4 +907,7 @@ class FilterModule:
             "echolab_path_capacity": path_capacity,
             "echolab_start_at": start_at,
             "echolab_ufw_rules": ufw_rules,
+            "echolab_cpu_list": cpu_list,
+            "echolab_server_cpus_problems": server_cpus_problems,
+            "echolab_client_cpus": client_cpus,
         }

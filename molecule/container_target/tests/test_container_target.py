@@ -12,6 +12,8 @@ import pytest
 # `container_target_network_mode: host`.
 TARGETS = [("echolab-wsecho", "wsecho", 8080), ("echolab-nodejs-ws", "nodejs_ws", 8081)]
 NETWORK_MODE = {"wsecho": "bridge", "nodejs_ws": "host"}
+# converge.yml pins wsecho to CPU 1 with two workers; the baseline keeps the quota of one CPU.
+CPUSET = {"wsecho": "1", "nodejs_ws": ""}
 IDS = [t[1] for t in TARGETS]
 # converge.yml gives wsecho a memory limit and --max-connections (as site.yml does from the plan);
 # the baseline keeps the role's defaults (no memory limit).
@@ -103,10 +105,12 @@ def test_runs_as_non_root_without_capabilities(host: Any, name: str, app: str, p
 
 @pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
 def test_hardening_settings(host: Any, name: str, app: str, port: int) -> None:
-    """Read-only root filesystem, one CPU, the raised file limit, a restart policy."""
+    """Read-only root filesystem, one CPU (a quota, or a cpuset and no quota), the raised file
+    limit, a restart policy."""
     cfg = inspect(host, name)["HostConfig"]
     assert cfg["ReadonlyRootfs"] is True
-    assert cfg["NanoCpus"] == 1_000_000_000
+    assert cfg["CpusetCpus"] == CPUSET[app]
+    assert cfg["NanoCpus"] == (0 if CPUSET[app] else 1_000_000_000)
     assert cfg["CapDrop"] == ["ALL"]
     assert "no-new-privileges" in cfg["SecurityOpt"]
     assert cfg["RestartPolicy"]["Name"] == "unless-stopped"
@@ -123,8 +127,8 @@ def test_wsecho_runs_with_the_connection_limit(host: Any) -> None:
 
 @pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
 def test_limits_in_force(host: Any, name: str, app: str, port: int) -> None:
-    """The kernel applies them: the process's nofile limit, the CFS quota of one CPU, the memory
-    limit."""
+    """The kernel applies them: the process's nofile limit, the CFS quota of one CPU (none when
+    pinned: then -1 in cgroup v1, "max" in v2), the memory limit."""
     info = inspect(host, name)
     pid = info["State"]["Pid"]
     limits = host.file(f"/proc/{pid}/limits").content_string
@@ -143,12 +147,43 @@ def test_limits_in_force(host: Any, name: str, app: str, port: int) -> None:
             break
     else:
         quota_s, period_s = host.file(f"/sys/fs/cgroup{path}/cpu.max").content_string.split()
-        quota, period = int(quota_s), int(period_s)
-    assert quota == period, f"quota={quota} period={period}"
+        quota, period = (-1 if quota_s == "max" else int(quota_s)), int(period_s)
+    if CPUSET[app]:
+        assert quota == -1, f"quota={quota} on a pinned container"
+    else:
+        assert quota == period, f"quota={quota} period={period}"
     if MEMORY_MIB[app]:
         v1 = host.file(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
         memory = v1 if v1.exists else host.file(f"/sys/fs/cgroup{path}/memory.max")
         assert int(memory.content_string) == MEMORY_MIB[app] * 1024 * 1024
+
+
+@pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
+def test_pinning_in_force(host: Any, name: str, app: str, port: int) -> None:
+    """`docker inspect` reads the cpuset back, and the kernel holds every process of the
+    container (wsecho's two workers included) to it; an unpinned container may use every CPU."""
+    info = inspect(host, name)
+    online = host.file("/sys/devices/system/cpu/online").content_string.strip()
+    pids = host.check_output(f"docker top {name} -o pid").split()[1:]
+    allowed = {
+        pid: next(
+            line.split(":", 1)[1].strip()
+            for line in host.file(f"/proc/{pid}/status").content_string.splitlines()
+            if line.startswith("Cpus_allowed_list:")
+        )
+        for pid in pids
+    }
+    assert info["HostConfig"]["CpusetCpus"] == CPUSET[app]
+    assert set(allowed.values()) == {CPUSET[app] or online}, allowed
+    if app == "wsecho":
+        # The service and its two workers (--workers 2 from container_target_workers).
+        assert "--workers" in info["Args"]
+        assert info["Args"][info["Args"].index("--workers") + 1] == "2"
+        metrics = host.check_output(
+            'python3 -c "import urllib.request as u; '
+            f"print(u.urlopen('http://127.0.0.1:{port}/metrics', timeout=5).read().decode())\""
+        )
+        assert "wsecho_workers 2" in metrics.splitlines()
 
 
 @pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
@@ -199,3 +234,6 @@ def test_manifest_facts_file(host: Any, name: str, app: str, port: int) -> None:
     proxied = host.run(f"ps -C docker-proxy -o args= | grep -- '-host-port {port} '").rc == 0
     assert proxied is (mode == "bridge")
     assert facts["docker_proxy"] is proxied
+    assert facts["cpuset"] == CPUSET[app]
+    assert facts["cpus"] == (None if CPUSET[app] else 1.0)
+    assert facts["workers"] == (2 if app == "wsecho" else 1)

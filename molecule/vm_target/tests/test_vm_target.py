@@ -2,7 +2,8 @@
 on 10.0.0.42:8080 from the lab host, the accelerator chosen by the KVM probe (TCG here: /dev/kvm
 exists but does not boot a kernel) is recorded, and the image holds the unit with its raised
 limit; it answers /healthz with the host's run token, takes a new one without a reboot, and a
-wrong token sends it no load."""
+wrong token sends it no load; the vCPU and the emulator thread are pinned to CPU 1, and virtio-net
+asks for vhost only where /dev/vhost-net exists (not here)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,35 @@ def test_domain_runs_and_autostarts(host) -> None:
     assert "bridge43" in host.check_output(f"virsh domiflist {NAME}")
 
 
+def test_pinning_in_force(host) -> None:
+    """vm_target_cpus [1]: libvirt reads back vCPU 0 and the emulator on CPU 1, and the kernel
+    holds every thread of the domain's QEMU to CPU 1 (the other CPU stays free)."""
+    vcpupin = host.check_output(f"virsh vcpupin {NAME}").splitlines()
+    pins = [line.split() for line in vcpupin if line.strip()[:1].isdigit()]
+    assert pins == [["0", "1"]], vcpupin
+    emulator = host.check_output(f"virsh emulatorpin {NAME}")
+    assert emulator.split()[-2:] == ["*:", "1"], emulator
+    pid = host.file(f"/run/libvirt/qemu/{NAME}.pid").content_string.strip()
+    allowed = host.check_output(
+        f"grep -h '^Cpus_allowed_list:' /proc/{pid}/task/*/status | sort | uniq -c"
+    )
+    assert [line.split()[-1] for line in allowed.splitlines()] == ["1"], allowed
+    state = json.loads(host.file("/var/lib/echolab/vm_target.json").content_string)
+    assert state["cpus"] == [1]
+    assert state["vcpus"] == state["workers"] == 1
+
+
+def test_vhost_requested_only_where_the_host_has_it(host) -> None:
+    """The lab has no /dev/vhost-net: no vhost driver is asked for, and that is recorded."""
+    has_vhost = host.run("test -c /dev/vhost-net").rc == 0
+    assert not has_vhost  # the lab machine (shared/reference/lab-environment.md)
+    state = json.loads(host.file("/var/lib/echolab/vm_target.json").content_string)
+    assert state["vhost_net"] is False
+    rendered = host.file(f"/var/lib/echolab/vm/{NAME}.xml").content_string
+    assert "<driver name='vhost'/>" not in rendered
+    assert "<model type='virtio'/>" in rendered
+
+
 def test_accelerator_is_probed_and_recorded(host) -> None:
     """auto did not trust /dev/kvm: the probe failed, TCG was used and recorded for the manifest."""
     assert host.run("test -c /dev/kvm").rc == 0  # the device is passed in by molecule.yml
@@ -101,6 +131,7 @@ def test_metrics_show_wsecho(host) -> None:
     assert metrics.startswith("200 ")
     assert "wsecho_connections_current" in metrics
     assert "wsecho_process_resident_memory_bytes" in metrics
+    assert "wsecho_workers 1" in metrics.splitlines()  # one worker per vCPU
 
 
 def test_websocket_echo(host) -> None:
@@ -127,6 +158,7 @@ def test_image_has_the_service_unit_with_raised_limit(host) -> None:
         host.run(f"rm -f {raw}")
     assert "LimitNOFILE=100000" in unit
     assert "Environment=WSECHO_MAX_CONNECTIONS=50000" in unit
+    assert "Environment=WSECHO_WORKERS=1" in unit
     assert "ExecStart=/opt/echolab/venv/bin/wsecho --host 0.0.0.0 --port 8080" in unit
     assert "Type: symlink" in enabled.stdout
     assert "address 10.0.0.42/24" in interfaces
@@ -153,7 +185,7 @@ def test_image_is_up_to_date(host) -> None:
     check = host.run(
         f"{RECIPE}/build-image.sh --check --wheelhouse {WHEELS} --out {IMAGE} "
         "--address 10.0.0.42/24 --gateway 10.0.0.1 --port 8080 --nofile 100000 "
-        "--max-connections 50000 --size 1G "
+        "--max-connections 50000 --workers 1 --size 1G "
         "--suite bookworm --cache /var/cache/echolab/vm-debs"
     )
     assert check.rc == 0, check.stderr
