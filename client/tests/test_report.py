@@ -193,8 +193,11 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data))
 
 
-def simple_run(root: Path, targets: dict[str, dict[str, Any]]) -> Path:
-    """A run directory with a manifest, and per target one client host of 2 workers."""
+def simple_run(
+    root: Path, targets: dict[str, dict[str, Any]], manifest: dict[str, Any] | None = None
+) -> Path:
+    """A run directory with a manifest, and per target one client host of 2 workers; a
+    target's "manifest" entries and `manifest` are added to what the manifest says."""
     manifest_targets = {}
     for name, spec in targets.items():
         workers = [
@@ -219,6 +222,7 @@ def simple_run(root: Path, targets: dict[str, dict[str, Any]]) -> Path:
             "url": "ws://127.0.0.1:1/",
             "accelerator": spec.get("accelerator"),
             "docker_proxy": spec.get("docker_proxy"),
+            **spec.get("manifest", {}),
         }
     write_json(
         root / "manifest.json",
@@ -228,6 +232,7 @@ def simple_run(root: Path, targets: dict[str, dict[str, Any]]) -> Path:
             "git": {"commit": "abc123"},  # as roles/run_manifest writes it
             "created": "2026-11-26T18:00:00Z",
             "targets": manifest_targets,
+            **(manifest or {}),
         },
     )
     return root
@@ -324,10 +329,12 @@ def test_side_by_side_sentence_like_2017(tmp_path: Path) -> None:
     assert pair["sentence"] in text
     assert "3x the round-trips/s, 2.5x lower latency, 14% less memory" in text  # 2017 headline
     assert (
-        "| 2017 IncludeOS in QEMU VM (published) | reference | 110,000-115,000 | 75-115 |" in text
+        "| 2017 IncludeOS in QEMU VM (published) | reference | 110,000-115,000 | 110,000-115,000 "
+        "| 75-115 |" in text
     )
     assert (
-        "| 2017 node.js + ws in Docker (published) | reference | 30,000-35,000 | 280-310 |" in text
+        "| 2017 node.js + ws in Docker (published) | reference | 30,000-35,000 | 30,000-35,000 "
+        "| 280-310 |" in text
     )
     assert "None: every file was read completely." in text
     rows = list(csv.DictReader((root / "summary.csv").open()))
@@ -381,6 +388,152 @@ def test_warnings_client_bound_tcg_docker_proxy_failures(tmp_path: Path) -> None
     # The sampler covers the measured window only: 4 samples of 9.
     assert clean["server"]["samples"] == 4
     assert clean["server"]["scope"] == "measured window"
+
+
+# ---- where the server ran and how the traffic reached it -----------------------------------
+
+PINNED_VM = {
+    "kind": "vm",
+    "rate": 400,
+    "manifest": {
+        "server_cpus": [2, 3],
+        "client_hosts": {"client1": "local"},
+        "vm": {"vcpus": 2, "cpus": [2, 3], "workers": 2, "vhost_net": True},
+        "pinning": {"vcpupin": ["2", "3"], "emulatorpin": "2-3"},
+    },
+}
+PINNED_CONTAINER = {
+    "kind": "container",
+    "rate": 400,
+    "docker_proxy": True,
+    "manifest": {
+        "server_cpus": [2, 3],
+        "client_hosts": {"client1": "local", "client2": "remote"},
+        "container": {"network_mode": "bridge", "cpus": None, "cpuset": "2,3", "workers": 2},
+        "pinning": {"cpuset": "2-3"},
+    },
+}
+PINNED_BASELINE = {
+    "kind": "baseline",
+    "rate": 200,
+    "manifest": {
+        "server_cpus": [2, 3],
+        "client_hosts": {"client1": "remote"},
+        "container": {"network_mode": "bridge", "cpus": None, "cpuset": "2,3", "workers": 1},
+        "pinning": {"cpuset": "2,3"},
+    },
+}
+
+
+def test_roundtrips_per_core_and_network_path_as_it_was(tmp_path: Path) -> None:
+    """Per core: the VM's vCPUs, the container's cpuset, one core for node.js. docker-proxy is
+    named only for the test host's own connections; a remote client's go through DNAT."""
+    root = simple_run(
+        tmp_path / "run",
+        {"vm": PINNED_VM, "ctr": PINNED_CONTAINER, "node": PINNED_BASELINE},
+        manifest={
+            "parameters": {"testhost": "th", "clients": ["client1", "client2"]},
+            "hosts": {
+                "th": {
+                    "cpu_model": "Example CPU @ 3.0GHz",
+                    "cpus_online": "0-3",
+                    "cpu_governor": "performance",
+                    "smt": {"control": "off", "active": "0"},
+                    "irqbalance": False,
+                    "vhost_net": True,
+                }
+            },
+        },
+    )
+    summary, report = write_report(root)
+    vm, ctr, node = (summary["targets"][n] for n in ("vm", "ctr", "node"))
+    assert vm["roundtrips_per_s"] == pytest.approx(800, rel=0.02)
+    assert (vm["server_cores"], vm["server_cores_basis"]) == (
+        2.0,
+        "2 vCPU(s) pinned to host CPU(s) 2,3",
+    )
+    assert vm["roundtrips_per_s_per_core"] == pytest.approx(400, rel=0.02)
+    assert vm["network_path"] == "the test host's bridge to the VM's virtio-net (vhost)"
+    assert (ctr["server_cores"], ctr["server_cores_basis"]) == (2.0, "cpuset 2,3")
+    assert ctr["network_paths"] == {
+        "client1": "docker-proxy (userland proxy) to the container's bridge",
+        "client2": "DNAT (iptables PREROUTING) on the test host to the container's bridge",
+    }
+    assert ctr["docker_proxy"] is True
+    assert any(
+        "docker-proxy (userland proxy) was in the path of client1's bytes" in w
+        for w in ctr["warnings"]
+    )
+    # One node.js process: one core, whatever cpuset it had; remote clients: DNAT, no proxy.
+    assert (node["server_cores"], node["server_cores_basis"]) == (
+        1.0,
+        "one node.js process (cpuset 2,3)",
+    )
+    assert node["roundtrips_per_s_per_core"] == pytest.approx(400, rel=0.02)
+    assert node["docker_proxy"] is False
+    assert node["network_path"] == PINNED_DNAT
+    assert vm["warnings"] == []
+    assert node["warnings"] == [
+        "no docker-proxy in the path, unlike 2017, where docker-proxy carried every byte of the "
+        f"node.js container; here: {PINNED_DNAT}"
+    ]
+    text = report.read_text()
+    assert "| rt/s per core |" in text
+    assert "server cores: cpuset 2,3, network path: from client1: docker-proxy" in text
+    assert (
+        "Test host: CPU Example CPU @ 3.0GHz, CPUs online 0-3, governor performance, SMT off "
+        "(active: 0), irqbalance not running, vhost-net present." in text
+    )
+    rows = {r["target"]: r for r in csv.DictReader((root / "summary.csv").open())}
+    assert float(rows["vm"]["roundtrips_per_s_per_core"]) == pytest.approx(400, rel=0.02)
+    assert rows["node"]["network_path"] == PINNED_DNAT
+
+
+PINNED_DNAT = "DNAT (iptables PREROUTING) on the test host to the container's bridge"
+
+
+def test_pinning_not_in_force_and_missing_vhost_are_warned(tmp_path: Path) -> None:
+    """What was read back after deployment is compared with echolab_server_cpus."""
+    vm = {**PINNED_VM, "manifest": {**PINNED_VM["manifest"]}}
+    vm["manifest"]["vm"] = {"vcpus": 2, "cpus": [2, 3], "vhost_net": False}
+    vm["manifest"]["pinning"] = {"vcpupin": ["2", "0-3"], "emulatorpin": "0-3"}
+    ctr = {**PINNED_CONTAINER, "manifest": {**PINNED_CONTAINER["manifest"], "pinning": {}}}
+    summary = build_summary(simple_run(tmp_path / "run", {"vm": vm, "ctr": ctr}))[0]
+    warnings = summary["targets"]["vm"]["warnings"]
+    assert (
+        "CPU pinning not in force: asked for host CPUs 2,3, `virsh vcpupin` read back "
+        "['2', '0-3'] and `virsh emulatorpin` 0-3"
+    ) in warnings
+    assert any(w.startswith("virtio-net without vhost (/dev/vhost-net missing") for w in warnings)
+    assert summary["targets"]["vm"]["network_path"].endswith("(no vhost: QEMU userspace)")
+    assert (
+        "CPU pinning not in force: asked for host CPUs 2,3, `docker inspect` read back cpuset "
+        "None" in summary["targets"]["ctr"]["warnings"]
+    )
+
+
+def test_path_and_cores_of_an_unpinned_host_network_target(tmp_path: Path) -> None:
+    """Host networking has no NAT and no proxy; the quota gives the cores; nothing pinned,
+    nothing checked. A manifest without these facts leaves the figures empty."""
+    host_net = {
+        "kind": "container",
+        "manifest": {
+            "server_cpus": [],
+            "client_hosts": {"client1": "local"},
+            "container": {"network_mode": "host", "cpus": 1.0, "cpuset": "", "workers": 1},
+        },
+    }
+    summary = build_summary(simple_run(tmp_path / "run", {"ctr": host_net, "bare": {}}))[0]
+    ctr, bare = summary["targets"]["ctr"], summary["targets"]["bare"]
+    assert ctr["network_path"] == "the host's network stack (no NAT, no proxy)"
+    assert (ctr["server_cores"], ctr["server_cores_basis"]) == (1.0, "CPU quota 1")
+    assert ctr["warnings"] == [
+        "no docker-proxy in the path, unlike 2017, where docker-proxy carried every byte of the "
+        "node.js container; here: the host's network stack (no NAT, no proxy)"
+    ]
+    assert bare["server_cores"] is None
+    assert bare["roundtrips_per_s_per_core"] is None
+    assert bare["network_path"] is None
 
 
 def test_failed_target_and_host_that_died(tmp_path: Path) -> None:

@@ -94,6 +94,12 @@ def _manifest_facts(manifest: dict[str, Any]) -> dict[str, Any]:
     started = manifest.get("started") or manifest.get("created")
     if started:
         facts["started"] = started
+    parameters = manifest.get("parameters")
+    hosts = manifest.get("hosts")
+    if isinstance(parameters, dict) and isinstance(hosts, dict):
+        testhost = hosts.get(parameters.get("testhost"))
+        if isinstance(testhost, dict):
+            facts["testhost"] = testhost
     return facts
 
 

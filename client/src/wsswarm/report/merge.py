@@ -21,7 +21,7 @@ from typing import Any
 
 from wsswarm import latency
 from wsswarm.formats import CLIENT_BOUND_PERCENT, sustained_cpu
-from wsswarm.report import steps
+from wsswarm.report import placement, steps
 from wsswarm.report.hist import summary_ms
 from wsswarm.report.load import HostDir, Problem, TargetDir
 from wsswarm.report.series import TimeSeries, distribution, fill_series
@@ -67,6 +67,7 @@ def analyse_target(
     _merge_client(target, workers, hists, result, warnings)
     result["server"] = server_figures(target, common, warnings)
     result["memory_per_connection"] = memory_per_connection(result)
+    _placement(target, result, warnings)
     server_path_warnings(target, result, warnings)
     series = TimeSeries()
     fill_series(series, target, workers, common, hists)
@@ -82,6 +83,20 @@ def analyse_target(
         }
     result["warnings"] = warnings
     return result, series
+
+
+def _placement(target: TargetDir, result: dict[str, Any], warnings: list[str]) -> None:
+    """The server's cores and round trips per core, and how the traffic reached it."""
+    cores, basis = placement.server_cores(target.manifest)
+    rate = result.get("roundtrips_per_s")
+    result["server_cores"] = cores
+    result["server_cores_basis"] = basis
+    result["roundtrips_per_s_per_core"] = (
+        round(rate / cores, 1) if cores and isinstance(rate, (int, float)) else None
+    )
+    result["network_paths"] = placement.network_paths(target.manifest)
+    result["network_path"] = placement.path_text(result["network_paths"])
+    warnings.extend(placement.placement_warnings(target.manifest))
 
 
 def _merge_step(

@@ -17,6 +17,8 @@ CSV_COLUMNS = [
     "status",
     "roundtrips",
     "roundtrips_per_s",
+    "server_cores",
+    "roundtrips_per_s_per_core",
     "latency_mean_ms",
     "latency_p50_ms",
     "latency_p90_ms",
@@ -42,6 +44,7 @@ CSV_COLUMNS = [
     "client_bound",
     "accelerator",
     "docker_proxy",
+    "network_path",
     "hosts",
     "window_s",
     "warnings",
@@ -71,6 +74,8 @@ def csv_text(results: list[dict[str, Any]]) -> str:
                 "status": r["status"],
                 "roundtrips": r.get("roundtrips", ""),
                 "roundtrips_per_s": _blank(r.get("roundtrips_per_s")),
+                "server_cores": _blank(r.get("server_cores")),
+                "roundtrips_per_s_per_core": _blank(r.get("roundtrips_per_s_per_core")),
                 "latency_mean_ms": _blank(_lat(r, "mean")),
                 "latency_p50_ms": _blank(_lat(r, "p50")),
                 "latency_p90_ms": _blank(_lat(r, "p90")),
@@ -96,6 +101,7 @@ def csv_text(results: list[dict[str, Any]]) -> str:
                 "client_bound": str(bool(r.get("client_bound"))).lower(),
                 "accelerator": r.get("accelerator") or "",
                 "docker_proxy": str(bool(r.get("docker_proxy"))).lower(),
+                "network_path": r.get("network_path") or "",
                 "hosts": " ".join(sorted(r.get("hosts") or {})),
                 "window_s": _blank((r.get("window") or {}).get("seconds")),
                 "warnings": len(r.get("warnings") or []),
@@ -112,6 +118,8 @@ def csv_text(results: list[dict[str, Any]]) -> str:
                 "kind": ref["kind"],
                 "status": "reference",
                 "roundtrips_per_s": (lo + hi) / 2,
+                "server_cores": 1,
+                "roundtrips_per_s_per_core": (lo + hi) / 2,
                 "latency_mean_ms": (llo + lhi) / 2,
                 "connections_planned": 10000,
                 "server_rss_bytes_max": ref["memory_mb"] * 1_000_000,
@@ -170,6 +178,7 @@ TABLE_HEAD = [
     "target",
     "status",
     "round-trips/s",
+    "rt/s per core",
     "mean ms",
     "p50 ms",
     "p99 ms",
@@ -195,6 +204,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
                 r["target"],
                 r["status"],
                 _num(r.get("roundtrips_per_s")),
+                _num(r.get("roundtrips_per_s_per_core")),
                 _ms(_lat(r, "mean")),
                 _ms(_lat(r, "p50")),
                 _ms(_lat(r, "p99")),
@@ -217,6 +227,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
             [
                 f"{ref['target']} (published)",
                 "reference",
+                f"{lo:,}-{hi:,}",
                 f"{lo:,}-{hi:,}",
                 f"{llo}-{lhi}",
                 "-",
@@ -249,6 +260,22 @@ def console_table(results: list[dict[str, Any]]) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines) + "\n"
+
+
+def testhost_text(host: dict[str, Any]) -> str:
+    """The test host's CPU facts of the manifest in one line."""
+    smt = host.get("smt") or {}
+    irqbalance = host.get("irqbalance")
+    vhost = host.get("vhost_net")
+    parts = [
+        f"CPU {host.get('cpu_model') or '?'}",
+        f"CPUs online {host.get('cpus_online') or '?'}",
+        f"governor {host.get('cpu_governor') or 'none (no cpufreq)'}",
+        f"SMT {smt.get('control') or '?'} (active: {smt.get('active') or '?'})",
+        "irqbalance " + ("?" if irqbalance is None else "running" if irqbalance else "not running"),
+        "vhost-net " + ("?" if vhost is None else "present" if vhost else "absent"),
+    ]
+    return ", ".join(parts)
 
 
 def md_table(head: list[str], rows: list[list[str]]) -> str:
@@ -290,11 +317,17 @@ def markdown(summary: dict[str, Any], plots: list[tuple[str, str]]) -> str:
         "the window (100 = one core, docker-proxy included), server memory the maximum. "
         "KB/conn is that memory per open connection, plus the kernel's TCP socket buffers per "
         "socket (sockstat, a kernel-wide average; a VM's guest kernel is inside its memory). "
+        "rt/s per core divides the round trips by the cores the server had (the VM's vCPUs, the "
+        "container's cpuset or CPU quota; the node.js baseline is one process, so one core). "
         "rt/s CV is the coefficient of variation of the per-second round trips: the run's own "
         "noise. The "
         "2017 rows are the published figures at 10,000 connections: their latency is an "
-        "unweighted mean of per-process means, their memory was read by hand from top.\n"
+        "unweighted mean of per-process means, their memory was read by hand from top; "
+        "their servers were single-threaded, one core each.\n"
     )
+    testhost = manifest.get("testhost")
+    if testhost:
+        out.append(f"Test host: {testhost_text(testhost)}.\n")
 
     gated = [(r["target"], o) for r in results for o in r.get("slo") or []]
     if gated:
@@ -335,6 +368,10 @@ def markdown(summary: dict[str, Any], plots: list[tuple[str, str]]) -> str:
             facts.append(f"url `{r['url']}`")
         if r.get("accelerator"):
             facts.append(f"accelerator {r['accelerator']}")
+        if r.get("server_cores_basis"):
+            facts.append(f"server cores: {r['server_cores_basis']}")
+        if r.get("network_path"):
+            facts.append(f"network path: {r['network_path']}")
         window = r.get("window")
         if window:
             facts.append(f"measured window {window['seconds']:.1f} s")

@@ -7,6 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 from wsswarm.report.load import TargetDir
+from wsswarm.report.placement import PATH_DOCKER_PROXY
 
 
 def memory_per_connection(result: dict[str, Any]) -> dict[str, int | None] | None:
@@ -27,26 +28,38 @@ def memory_per_connection(result: dict[str, Any]) -> dict[str, int | None] | Non
 
 def server_path_warnings(target: TargetDir, result: dict[str, Any], warnings: list[str]) -> None:
     """What stood between the clients and the server: TCG emulation, docker-proxy, or a
-    container path without docker-proxy (unlike 2017's)."""
+    container path without docker-proxy (unlike 2017's). When the manifest says where the
+    clients were (result["network_paths"]), docker-proxy counts only if it carried some client
+    host's connections (remote clients go through DNAT instead)."""
     if target.manifest.get("accelerator") == "tcg":
         warnings.append(
             "VM without hardware acceleration (TCG emulation): its figures are far below what "
             "the same VM does under KVM and not comparable to 2017"
         )
     proxies = result["server"].get("docker_proxy_cpu_percent") if result["server"] else None
-    if result["docker_proxy"] or proxies is not None:
-        result["docker_proxy"] = True
+    paths = result.get("network_paths") or {}
+    if paths:
+        proxied = sorted(host for host, path in paths.items() if path == PATH_DOCKER_PROXY)
+        result["docker_proxy"] = bool(proxied)
+        which = "every byte" if len(proxied) == len(paths) else f"{', '.join(proxied)}'s bytes"
+    else:
+        result["docker_proxy"] = result["docker_proxy"] or proxies is not None
+        which = "every byte"
+    if result["docker_proxy"]:
         cost = "" if proxies is None else f" (it used {proxies:.0f}% CPU on its own)"
         warnings.append(
-            "docker-proxy (userland proxy) was in the path of every byte"
+            f"docker-proxy (userland proxy) was in the path of {which}"
             f'{cost}; `"userland-proxy": false` in daemon.json removes it'
         )
     elif target.manifest.get("kind") in ("container", "baseline") and (
-        target.manifest.get("docker_proxy") is False
+        paths or target.manifest.get("docker_proxy") is False
     ):
+        here = result.get("network_path")
         warnings.append(
-            "no docker-proxy in the path (userland proxy off, or host networking), unlike 2017, "
-            "where docker-proxy carried every byte of the node.js container"
+            "no docker-proxy in the path"
+            + (" (userland proxy off, or host networking)" if not here else "")
+            + ", unlike 2017, where docker-proxy carried every byte of the node.js container"
+            + (f"; here: {here}" if here else "")
         )
 
 
