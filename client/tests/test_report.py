@@ -1101,7 +1101,9 @@ def test_capacity_steps_merged_per_step_with_the_largest_count_within_p99(
     for step in steps:
         assert step["server"]["cpu_percent_mean"] > 0
         assert step["server"]["rss_bytes_max"] > 0
-        assert step["window"]["seconds"] == pytest.approx(2, abs=0.01)
+        # The window is the step's 2 s, cut to what the host and the sampler both cover: on a
+        # loaded machine the sampler's last reading can fall a few tens of ms short of it.
+        assert step["window"]["seconds"] == pytest.approx(2, abs=0.1)
     assert result["roundtrips"] == run["roundtrips"] == steps[-1]["roundtrips"]
     assert result["capacity"] == {"p99_limit_ms": 60000.0, "largest_open_within_limit": 40}
     text = report.read_text()
