@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
 import pytest
 
 FAKE_BECOME = """#!/bin/sh
@@ -22,3 +28,29 @@ def controller_become_trap(tmp_path_factory: pytest.TempPathFactory) -> str:
     fake.write_text(FAKE_BECOME)
     fake.chmod(0o755)
     return f"ansible_become_exe: {fake}\nansible_become_user: nobody\n"
+
+
+@pytest.fixture(scope="module")
+def wsecho_port() -> Iterator[int]:
+    """A real wsecho on 127.0.0.1 (a free port), for the tests that drive the roles' load."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = subprocess.Popen(
+        [sys.executable, "-m", "wsecho", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "wsecho did not start"
+                time.sleep(0.1)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,44 +21,24 @@ RUN_ID = "20261130T200000Z-5105a7"
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def results(tmp_path_factory: pytest.TempPathFactory, wsecho_port: int) -> Path:
     """results/<run-id>/echo/c1/: 4 connections, 2 s measured, against wsecho; status ok."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "wsecho", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    root = tmp_path_factory.mktemp("results")
+    target = root / RUN_ID / "echo"
+    run = subprocess.run(
+        [
+            sys.executable, "-m", "wsswarm", "run", "--url", f"ws://127.0.0.1:{wsecho_port}/",
+            "--processes", "1", "--connections", "4", "--connect-rate", "100",
+            "--warmup", "0", "--duration", "2", "--progress", "lines", "--label", "echo",
+            "--out", str(target / "c1"),
+        ],
+        capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    (target / "status.json").write_text(
+        json.dumps({"target": "echo", "status": "ok", "reason": None, "hosts": {}}) + "\n"
     )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "wsecho did not start"
-                time.sleep(0.1)
-        root = tmp_path_factory.mktemp("results")
-        target = root / RUN_ID / "echo"
-        run = subprocess.run(
-            [
-                sys.executable, "-m", "wsswarm", "run", "--url", f"ws://127.0.0.1:{port}/",
-                "--processes", "1", "--connections", "4", "--connect-rate", "100",
-                "--warmup", "0", "--duration", "2", "--progress", "lines", "--label", "echo",
-                "--out", str(target / "c1"),
-            ],
-            capture_output=True, text=True, timeout=90, check=False,
-        )  # fmt: skip
-        assert run.returncode == 0, run.stdout + run.stderr
-        (target / "status.json").write_text(
-            json.dumps({"target": "echo", "status": "ok", "reason": None, "hosts": {}}) + "\n"
-        )
-        yield root
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    return root
 
 
 def report_stage(tmp_path: Path, results: Path, gates: list[str]) -> tuple[int, str]:
