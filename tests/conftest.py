@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FAKE_BECOME = """#!/bin/sh
 echo "controller task tried to become another user: $*" >&2
@@ -54,3 +60,34 @@ def wsecho_port() -> Iterator[int]:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+PreflightCheck = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture
+def preflight_check(tmp_path: Path) -> PreflightCheck:
+    """Run playbooks/preflight.yml in check mode on an inventory given as a dict (written to
+    tmp_path), with extra ansible-playbook arguments; return the finished process."""
+
+    def run(inventory: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "inventory.yml"
+        path.write_text(yaml.safe_dump(inventory))
+        return subprocess.run(
+            [
+                str(Path(sys.executable).with_name("ansible-playbook")),
+                "--check",
+                "-i",
+                str(path),
+                *args,
+                str(ROOT / "playbooks" / "preflight.yml"),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    return run

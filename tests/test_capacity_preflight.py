@@ -9,20 +9,18 @@ contacted."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-PLAYBOOK = ROOT / "playbooks" / "preflight.yml"
+# The preflight_check fixture (tests/conftest.py): inventory dict and arguments in, process out.
+PreflightCheck = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 def run_preflight(
-    tmp_path: Path, clients: dict[str, list[str]], *extra: str, docker_proxy: bool = False
+    check: PreflightCheck, clients: dict[str, list[str]], *extra: str, docker_proxy: bool = False
 ) -> subprocess.CompletedProcess[str]:
     """The preflight stage against `th` (this machine) with docker-proxy in the containers' path
     or not (container_target_userland_proxy), and `clients` with their source addresses."""
@@ -44,34 +42,16 @@ def run_preflight(
             }
         }
     }
-    path = tmp_path / "inventory.yml"
-    path.write_text(yaml.safe_dump(inventory))
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
-    return subprocess.run(
-        [
-            str(Path(sys.executable).with_name("ansible-playbook")),
-            "--check",
-            "-i",
-            str(path),
-            "--limit",
-            "th,localhost",
-            *(extra or ("-e", "echolab_profile=scale")),
-            str(PLAYBOOK),
-        ],
-        cwd=ROOT,
-        env=env,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return check(inventory, "--limit", "th,localhost", *(extra or ("-e", "echolab_profile=scale")))
 
 
-def test_scale_over_two_hosts_with_two_addresses_each_passes(tmp_path: Path) -> None:
+def test_scale_over_two_hosts_with_two_addresses_each_passes(
+    preflight_check: PreflightCheck,
+) -> None:
     """The scale profile (100,000): 25,000 connections per source address; the paths sized from
     the plan hold them."""
     two = {"c1": ["192.0.2.101", "192.0.2.102"], "c2": ["192.0.2.103", "192.0.2.104"]}
-    result = run_preflight(tmp_path, two)
+    result = run_preflight(preflight_check, two)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "container: wsecho 1 fd(s)/connection + 14, limit 101,024: holds 101,010" in (
         result.stdout
@@ -79,8 +59,8 @@ def test_scale_over_two_hosts_with_two_addresses_each_passes(tmp_path: Path) -> 
     assert "failed=0" in result.stdout
 
 
-def test_scale_over_one_host_with_one_address_is_refused(tmp_path: Path) -> None:
-    result = run_preflight(tmp_path, {"c1": []})
+def test_scale_over_one_host_with_one_address_is_refused(preflight_check: PreflightCheck) -> None:
+    result = run_preflight(preflight_check, {"c1": []})
     assert result.returncode != 0, result.stdout
     assert (
         "client host c1: 100,000 connections from 1 source address(es) are 100,000 per address "
@@ -89,11 +69,13 @@ def test_scale_over_one_host_with_one_address_is_refused(tmp_path: Path) -> None
     assert "Refuse a plan that a target's path cannot hold" in result.stdout
 
 
-def test_scale_through_docker_proxy_is_refused_with_the_fix(tmp_path: Path) -> None:
+def test_scale_through_docker_proxy_is_refused_with_the_fix(
+    preflight_check: PreflightCheck,
+) -> None:
     """Enough source addresses, but docker-proxy reaches the container from one address: the
     message names the fix, the userland proxy off or host networking."""
     two = {"c1": ["192.0.2.101", "192.0.2.102"], "c2": ["192.0.2.103", "192.0.2.104"]}
-    result = run_preflight(tmp_path, two, docker_proxy=True)
+    result = run_preflight(preflight_check, two, docker_proxy=True)
     assert result.returncode != 0, result.stdout
     out = " ".join(result.stdout.split())
     assert (
@@ -118,13 +100,15 @@ def dockerd_hard_nofile() -> int | None:
     raise AssertionError("no 'Max open files' line")
 
 
-def test_the_seed_run_through_docker_proxy_meets_this_machines_dockerd(tmp_path: Path) -> None:
+def test_the_seed_run_through_docker_proxy_meets_this_machines_dockerd(
+    preflight_check: PreflightCheck,
+) -> None:
     """dockerd's limit read from /proc on this machine: under 60,007 open files (6 x 10,000 + 7)
     the seed plan through docker-proxy is refused with that number; with no dockerd running it
     is noted as not known, never guessed."""
     hard = dockerd_hard_nofile()
     result = run_preflight(
-        tmp_path, {"c1": []}, "-e", "echolab_connections=10000", docker_proxy=True
+        preflight_check, {"c1": []}, "-e", "echolab_connections=10000", docker_proxy=True
     )
     out = " ".join(result.stdout.split())
     if hard is None:
@@ -142,10 +126,10 @@ def test_the_seed_run_through_docker_proxy_meets_this_machines_dockerd(tmp_path:
         assert f"docker-proxy 6 fd(s)/connection + 7, limit {hard:,}" in out
 
 
-def test_the_entry_points_spec_refuses_bad_input(tmp_path: Path) -> None:
+def test_the_entry_points_spec_refuses_bad_input(preflight_check: PreflightCheck) -> None:
     """Source addresses that are not a dict are refused by the argument spec, naming it."""
     result = run_preflight(
-        tmp_path,
+        preflight_check,
         {"c1": []},
         "-e",
         '{"echolab_connections": 100, "experiment_preflight_capacity_sources": "c1"}',
@@ -160,7 +144,7 @@ def test_the_entry_points_spec_refuses_bad_input(tmp_path: Path) -> None:
 
 
 def test_the_daemons_own_setting_decides_when_the_inventory_leaves_it_open(
-    tmp_path: Path,
+    preflight_check: PreflightCheck,
 ) -> None:
     """container_target_userland_proxy null: docker-proxy is in the path unless this machine's
     /etc/docker/daemon.json turns `userland-proxy` off (Docker's default is on)."""
@@ -168,7 +152,7 @@ def test_the_daemons_own_setting_decides_when_the_inventory_leaves_it_open(
     daemon_json = Path("/etc/docker/daemon.json")
     settings = json.loads(daemon_json.read_text()) if daemon_json.exists() else {}
     result = run_preflight(
-        tmp_path,
+        preflight_check,
         {"c1": []},
         "-e",
         '{"echolab_connections": 10000, "container_target_userland_proxy": null}',

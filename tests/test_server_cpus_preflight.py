@@ -4,14 +4,15 @@ CPUs for the servers leave none for the local client, and a CPU it has passes.""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+# The preflight_check fixture (tests/conftest.py): inventory dict and arguments in, process out.
+PreflightCheck = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 def online_cpus() -> list[int]:
@@ -23,7 +24,7 @@ def online_cpus() -> list[int]:
     return cpus
 
 
-def preflight(tmp_path: Path, cpus: list[int]) -> subprocess.CompletedProcess[str]:
+def preflight(check: PreflightCheck, cpus: list[int]) -> subprocess.CompletedProcess[str]:
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     inventory = {
         "all": {
@@ -33,47 +34,30 @@ def preflight(tmp_path: Path, cpus: list[int]) -> subprocess.CompletedProcess[st
             }
         }
     }
-    path = tmp_path / "inventory.yml"
-    path.write_text(yaml.safe_dump(inventory))
-    return subprocess.run(
-        [
-            str(Path(sys.executable).with_name("ansible-playbook")),
-            "--check",
-            "-i",
-            str(path),
-            "-e",
-            "echolab_profile=quick",
-            "-e",
-            yaml.safe_dump({"echolab_server_cpus": cpus}, default_flow_style=True).strip(),
-            "playbooks/preflight.yml",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    servers = yaml.safe_dump({"echolab_server_cpus": cpus}, default_flow_style=True).strip()
+    return check(inventory, "-e", "echolab_profile=quick", "-e", servers)
 
 
-def test_a_cpu_the_test_host_lacks_is_refused(tmp_path: Path) -> None:
+def test_a_cpu_the_test_host_lacks_is_refused(preflight_check: PreflightCheck) -> None:
     missing = max(online_cpus()) + 5
-    result = preflight(tmp_path, [online_cpus()[0], missing])
+    result = preflight(preflight_check, [online_cpus()[0], missing])
     assert result.returncode != 0, result.stdout
     said = " ".join(result.stdout.split())
     assert f"echolab_server_cpus names CPU(s) [{missing}] that test host th does not have" in said
 
 
-def test_every_cpu_for_the_servers_leaves_none_for_a_local_client(tmp_path: Path) -> None:
-    result = preflight(tmp_path, online_cpus())
+def test_every_cpu_for_the_servers_leaves_none_for_a_local_client(
+    preflight_check: PreflightCheck,
+) -> None:
+    result = preflight(preflight_check, online_cpus())
     assert result.returncode != 0, result.stdout
     said = " ".join(result.stdout.split())
     assert "which is also a client host: leave at least one CPU for wsswarm" in said
 
 
-def test_a_cpu_the_test_host_has_passes(tmp_path: Path) -> None:
+def test_a_cpu_the_test_host_has_passes(preflight_check: PreflightCheck) -> None:
     cpu = online_cpus()[-1]
-    result = preflight(tmp_path, [cpu])
+    result = preflight(preflight_check, [cpu])
     assert result.returncode == 0, result.stdout + result.stderr
     checked = result.stdout.split("Check the server CPUs (echolab_server_cpus)")[1]
     assert checked.split("\n")[1].strip() == "ok: [th]", checked[:300]
