@@ -17,7 +17,9 @@ import pytest
 
 Service = Any  # conftest.Service (not importable under --import-mode=importlib)
 
-SPREAD_CONNECTIONS = 2_000
+# The issue's figure: 10,000 connections over 2 workers (~2-3 s with picows, ~7-14 s with
+# websockets on the 2-core CI machine, so it stays in the default run).
+SPREAD_CONNECTIONS = 10_000
 
 
 def _established(pid: int, port: int) -> int:
@@ -35,7 +37,7 @@ def _worker_pids(service: Service) -> list[int]:
 
 @pytest.fixture
 def many_files() -> None:
-    """This test process holds thousands of client sockets."""
+    """This test process holds all the client sockets (10,000 of the 20,000 hard limit)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = SPREAD_CONNECTIONS + 1_000
     if soft < needed:
@@ -46,7 +48,7 @@ def many_files() -> None:
 def test_two_workers_spread_connections_and_close_all_with_1001(
     start_service: Callable[..., Service], backend: str, raw_client: Any, many_files: None
 ) -> None:
-    """2,000 connections: each worker holds more than 30% (kernel's count, and /metrics'); the
+    """10,000 connections: each worker holds more than 30% (kernel's count, and /metrics'); the
     service's /metrics sums them; SIGTERM closes every one with 1001 and exits 0 within 5 s."""
     service = start_service(backend, "--workers", "2")
     pids = _worker_pids(service)
