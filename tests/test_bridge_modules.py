@@ -5,30 +5,14 @@ collide with it (echolab_bridge_route), which routes and bridges the bridge pref
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from module_loader import load_module
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str, path: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-forward = _load("echolab_bridge_forward", "roles/bridge/library/echolab_bridge_forward.py")
-route = _load("echolab_bridge_route", "roles/bridge_route/library/echolab_bridge_route.py")
-preflight = _load("echolab_bridge_preflight", "library/echolab_bridge_preflight.py")
+forward = load_module("echolab_bridge_forward", "roles/bridge/library/echolab_bridge_forward.py")
+route = load_module("echolab_bridge_route", "roles/bridge_route/library/echolab_bridge_route.py")
+preflight = load_module("echolab_bridge_preflight", "library/echolab_bridge_preflight.py")
 
 # `iptables -S FORWARD` with libvirt's jumps (libvirt 9.0) and Docker's.
 LIBVIRT_FIRST = """-P FORWARD DROP

@@ -3,28 +3,18 @@ output of chronyc and timedatectl, and run for real on this machine."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from module_loader import load_module
 
 SCRIPT = Path(__file__).resolve().parents[1] / "roles/experiment_preflight/files/clock_sync.py"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("experiment_preflight_clock_sync", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-clock_sync = _load()
+clock_sync = load_module("experiment_preflight_clock_sync", SCRIPT)
 
 CHRONY_SYNCED = """\
 Reference ID    : C0A80001 (192.168.0.1)

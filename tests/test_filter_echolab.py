@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from argparse import Namespace
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from module_loader import load_module
 from wsswarm.run.plan import planned_steps
 from wsswarm.run.plan import split as wsswarm_split
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_plugin() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "echolab_filters", ROOT / "plugins" / "filter" / "echolab.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-echolab = load_plugin()
+echolab = load_module("echolab_filters", "plugins/filter/echolab.py")
 
 PROFILES = {
     "lab": {

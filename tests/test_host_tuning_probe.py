@@ -3,27 +3,10 @@ open-file ceiling, on literal values."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
+from module_loader import load_module
 
-PROBE = Path(__file__).resolve().parents[1] / "roles/host_tuning/files/probe.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("host_tuning_probe", PROBE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-probe = _load()
+probe = load_module("host_tuning_probe", "roles/host_tuning/files/probe.py")
 
 
 @pytest.mark.parametrize(

@@ -100,8 +100,14 @@ def play(netns: str, tmp_path: Path) -> Run:
             ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
             ANSIBLE_LIBRARY=os.pathsep.join(
                 str(ROOT / d)
-                for d in ("library", "roles/bridge/library", "roles/bridge_route/library")
+                for d in (
+                    "library",
+                    "roles/bridge/library",
+                    "roles/bridge_route/library",
+                    "roles/source_addresses/library",
+                )
             ),
+            ANSIBLE_MODULE_UTILS=str(ROOT / "plugins" / "module_utils"),
             ANSIBLE_FORCE_COLOR="0",
             ANSIBLE_NOCOLOR="1",
             ANSIBLE_CALLBACK_RESULT_FORMAT="json",
@@ -261,6 +267,10 @@ def test_source_addresses_add_and_remove(netns: str, play: Run, tmp_path: Path) 
 
     assert _recap(play(_role("source_addresses"), **wanted))["changed"] == 1
     assert _addresses(netns) == {"10.213.0.10/24", "10.213.0.11/32", "10.213.0.12/24"}
+    assert json.loads((tmp_path / "sa/added.json").read_text()) == {
+        "interface": IFACE,
+        "added": ["10.213.0.11/32", "10.213.0.12/24"],
+    }
     assert _recap(play(_role("source_addresses"), **wanted))["changed"] == 0
 
     teardown = {"source_addresses_state_dir": wanted["source_addresses_state_dir"]}
@@ -428,6 +438,8 @@ def test_bridge_forward_routes_only_between_bridge_and_clients(
     ]
     assert _forward_targets(netns) == ["ECHOLAB_FORWARD", "LIBVIRT_FWI", "LIBVIRT_FWO"]
     assert _forwarding(netns) == {**off, IFACE: "1", BRIDGE: "1"}
+    record = json.loads((tmp_path / "bridge/forwarding.json").read_text())
+    assert record == {"forwarding_on": [BRIDGE, IFACE]}
     assert _in(netns, "cat", "/proc/sys/net/ipv4/ip_forward").strip() == "0"
 
     assert _recap(play([task]))["changed"] == 0
@@ -524,6 +536,8 @@ def test_bridge_route_added_through_the_testhost_and_removed(
     assert _recap(proc)["changed"] == 1
     assert f"10.0.0.0/24 via 192.0.2.1 dev {IFACE}" in _routes(netns)
     assert "10.0.0.0/24 via 192.0.2.1 dev echolab-sa0 (the test host)" in proc.stdout
+    record = json.loads((tmp_path / "br/route.json").read_text())
+    assert record == {"subnet": "10.0.0.0/24", "gateway": "192.0.2.1"}
     assert _recap(play(_role("bridge_route"), **wanted))["changed"] == 0
     assert _recap(play(_role("bridge_route"), check=True, **wanted))["changed"] == 0
 
@@ -590,6 +604,31 @@ def test_bridge_route_refused_when_it_would_collide(
     assert message in " ".join(proc.stdout.split())
     assert _routes(netns) == before
     assert not (tmp_path / "br").exists()
+
+
+# -- the modules' records (plugins/module_utils/echolab_record.py) -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("module", "prefix"),
+    [
+        ("echolab_source_addresses", "echolab source addresses"),
+        ("echolab_bridge_route", "bridge route"),
+        ("echolab_bridge_forward", "bridge forwarding"),
+    ],
+)
+def test_a_damaged_record_is_refused_and_kept(
+    netns: str, play: Run, tmp_path: Path, module: str, prefix: str
+) -> None:
+    """A cut-off record fails the teardown by the file's name (the record shipped with each
+    module to the host), and the record stays for the operator to repair."""
+    state = tmp_path / "record.json"
+    state.write_text('{"added": [')
+    proc = play([{module: {"state": "absent", "state_file": str(state)}}])
+    assert proc.returncode != 0
+    said = " ".join(proc.stdout.split())
+    assert f"{prefix}: the record {state} is not JSON" in said, proc.stdout[-2000:]
+    assert state.read_text() == '{"added": ['
 
 
 def _preflight_bridge(play: Run, networks: Path) -> subprocess.CompletedProcess[str]:

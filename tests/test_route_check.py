@@ -3,30 +3,12 @@ in a network namespace and on the development machine), and the verdict on each 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from module_loader import load_module
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "echolab_route_check", ROOT / "library" / "echolab_route_check.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-rc_mod = _load()
+rc_mod = load_module("echolab_route_check", "library/echolab_route_check.py")
 Route = rc_mod.Route
 
 # Real outputs of `ip route get ADDRESS` (stdout, stderr, rc).

@@ -7,9 +7,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]
+from ansible.module_utils.echolab_record import (  # type: ignore[import-untyped]
+    read_record,
+    write_record,
+)
 
 DOCUMENTATION = r"""
 module: echolab_bridge_forward
@@ -118,11 +121,6 @@ def _forwarding(iface: str) -> str | None:
     return _read(f"/proc/sys/net/ipv4/conf/{iface}/forwarding")
 
 
-def _record(path: str) -> dict[str, Any]:
-    text = _read(path) if os.path.exists(path) else None
-    return json.loads(text) if text else {}
-
-
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -138,7 +136,10 @@ def main() -> None:
     )
     p = module.params
     chain = p["chain"]
-    record = _record(p["state_file"])
+    try:
+        record = read_record(p["state_file"])
+    except ValueError as exc:
+        module.fail_json(msg=f"bridge forwarding: {exc}")
 
     def iptables(*args: str, check: bool = True) -> tuple[int, str]:
         binary = module.get_bin_path("iptables", required=True)
@@ -225,10 +226,7 @@ def main() -> None:
                 f.write("1\n")
         if forwarding_on:
             on = list(dict.fromkeys([*record.get("forwarding_on", []), *forwarding_on]))
-            os.makedirs(os.path.dirname(p["state_file"]) or ".", exist_ok=True)
-            with open(p["state_file"], "w", encoding="utf-8") as f:
-                json.dump({"forwarding_on": on}, f, indent=2)
-                f.write("\n")
+            write_record(p["state_file"], {"forwarding_on": on})
     module.exit_json(
         changed=changed,
         clients=kept,

@@ -10,6 +10,10 @@ import os
 from typing import Any, NoReturn
 
 from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]
+from ansible.module_utils.echolab_record import (  # type: ignore[import-untyped]
+    read_record,
+    write_record,
+)
 
 DOCUMENTATION = r"""
 module: echolab_bridge_route
@@ -81,15 +85,6 @@ def describe(route: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _record(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data: dict[str, Any] = json.load(f)
-    except FileNotFoundError:
-        return {}
-    return data
-
-
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -108,7 +103,10 @@ def main() -> None:
         module.fail_json(msg=f"bridge route: {msg}")
         raise AssertionError("fail_json returned")
 
-    record = _record(p["state_file"])
+    try:
+        record = read_record(p["state_file"])
+    except ValueError as exc:
+        fail(str(exc))
 
     def routes(*args: str) -> list[dict[str, Any]]:
         """Parsed `ip -j route ARGS`; `get` of an unreachable address gives []."""
@@ -163,10 +161,7 @@ def main() -> None:
     exists = any(r.get("gateway") == gateway for r in routes("show", "exact", subnet))
     if not exists and not module.check_mode:
         module.run_command([ip_cmd, "route", "add", subnet, "via", gateway], check_rc=True)
-        os.makedirs(os.path.dirname(p["state_file"]) or ".", exist_ok=True)
-        with open(p["state_file"], "w", encoding="utf-8") as f:
-            json.dump({"subnet": subnet, "gateway": gateway}, f, indent=2)
-            f.write("\n")
+        write_record(p["state_file"], {"subnet": subnet, "gateway": gateway})
     module.exit_json(
         changed=not exists,
         subnet=subnet,

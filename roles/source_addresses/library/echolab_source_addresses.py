@@ -6,9 +6,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]
+from ansible.module_utils.echolab_record import (  # type: ignore[import-untyped]
+    read_record,
+    write_record,
+)
 
 DOCUMENTATION = r"""
 module: echolab_source_addresses
@@ -67,15 +70,6 @@ def interface_addresses(ip_json: str) -> set[str]:
     }
 
 
-def read_record(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data: dict[str, Any] = json.load(f)
-    except FileNotFoundError:
-        return {}
-    return data
-
-
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -89,7 +83,10 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    record = read_record(p["state_file"])
+    try:
+        record = read_record(p["state_file"])
+    except ValueError as exc:
+        module.fail_json(msg=f"echolab source addresses: {exc}")
 
     if p["state"] == "absent":
         iface = record.get("interface")
@@ -125,10 +122,7 @@ def main() -> None:
     if to_add and not module.check_mode:
         for addr in to_add:
             module.run_command(["ip", "addr", "add", addr, "dev", iface], check_rc=True)
-        os.makedirs(os.path.dirname(p["state_file"]) or ".", exist_ok=True)
-        with open(p["state_file"], "w", encoding="utf-8") as f:
-            json.dump({"interface": iface, "added": added}, f, indent=2)
-            f.write("\n")
+        write_record(p["state_file"], {"interface": iface, "added": added})
     module.exit_json(changed=bool(to_add), interface=iface, added=to_add, addresses=wanted)
 
 
