@@ -195,6 +195,7 @@ def test_client_share_per_host() -> None:
         "seconds": 45.0,
         "steps": [],
         "step_starts": [],
+        "windows": [[5.0, 35.0]],
     }
 
 
@@ -552,12 +553,14 @@ def test_client_share_of_capacity_steps() -> None:
     share = echolab.client_share(params, "c2")
     assert share["steps"] == [50, 125, 250, 500]
     assert share["step_starts"] == [0, 22, 45, 70]
+    assert share["windows"] == [[7, 22], [30, 45], [55, 70], [85, 100]]
     assert share["measure_after"] == 7
     assert share["seconds"] == 70 + 15 + 15 + 10
     testhost = echolab.client_share(params, "th")
     assert (testhost["steps"], testhost["seconds"]) == ([0, 0, 0, 0], share["seconds"])
     single = echolab.client_share(plan(), "c1")
     assert (single["steps"], single["step_starts"]) == ([], [])
+    assert single["windows"] == [[single["measure_after"], single["measure_after"] + 30]]
 
 
 def test_client_share_checks_steps_given_to_the_role() -> None:

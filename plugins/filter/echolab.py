@@ -411,7 +411,8 @@ def client_share(params: Any, host: str) -> dict[str, Any]:
     connections it opens (client) and serves (test host), its connect rate, and when its
     measured window and its run end at the latest (seconds after the start instant). With
     capacity steps: its count per step, and when each step's ramp begins; its first window is
-    measure_after, and its run ends after the last step's window."""
+    measure_after, and its run ends after the last step's window. `windows`: its measured
+    windows as [start, end] pairs, one per step (or one)."""
     try:
         clients = list(params["clients"])
         connections = params["connections"]
@@ -438,6 +439,7 @@ def client_share(params: Any, host: str) -> dict[str, Any]:
     seconds = ramp + warmup + duration + DRAIN_S
     host_steps: list[int] = []
     step_starts: list[float] = []
+    measured = [[measure_after, measure_after + duration]]
     if steps:
         problems = _check_steps(params)
         if problems:
@@ -448,6 +450,7 @@ def client_share(params: Any, host: str) -> dict[str, Any]:
         host_steps = [split(count, len(clients))[index] for count in steps]
         windows = step_windows(host_steps, rate, warmup, step_duration)
         step_starts = [ramp_start for ramp_start, _, _ in windows]
+        measured = [[start, end] for _, start, end in windows]
         measure_after = windows[0][1]
         seconds = windows[-1][2] + DRAIN_S
         if not is_client:
@@ -464,6 +467,7 @@ def client_share(params: Any, host: str) -> dict[str, Any]:
         "seconds": seconds,
         "steps": host_steps,
         "step_starts": step_starts,
+        "windows": measured,
     }
 
 
