@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import zipfile
@@ -81,6 +82,7 @@ class Condition:
     health: str  # python, node: that probe every --health-interval s; none
     network: str  # proxy: -p 127.0.0.1:P:P (docker-proxy); host: --network host
     about: str
+    poll: bool = False  # an Ansible module run every --health-interval s, as progress lines were
 
 
 CONDITIONS = {
@@ -94,6 +96,9 @@ CONDITIONS = {
         Condition("no-cpu-limit", "none", "python", "proxy", "neither quota nor cpuset"),
         Condition("host-network", "quota", "python", "host", "no docker-proxy (host network)"),
         Condition("kit-after", "quota", "none", "proxy", "as container_target runs it now"),
+        Condition(
+            "progress-poll", "quota", "none", "proxy", "kit-after + a progress line's work", True
+        ),
     ]
 }
 
@@ -362,6 +367,35 @@ def serving(
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
 
+@contextlib.contextmanager
+def polling(enabled: bool, interval: int, out: Path) -> Iterator[None]:
+    """While the body runs, every `interval` s on the wall clock: what one progress line of
+    swarm_run did on a client host before it left the measured window alone: an Ansible module
+    (here `ansible localhost -m command`, controller and host being this machine) running
+    `wsswarm progress` on the run's files."""
+    if not enabled:
+        yield
+        return
+    stop = threading.Event()
+    command = [
+        venv_bin("ansible"),
+        *("localhost", "-i", "localhost,", "-c", "local", "-m", "ansible.builtin.command"),
+        *("-a", f"{sys.executable} -m wsswarm progress --dir {out}"),
+    ]
+
+    def loop() -> None:
+        while not stop.wait(interval - time.time() % interval):
+            subprocess.run(command, capture_output=True, check=False)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def run_one(cond: Condition, rnd: int, args: argparse.Namespace, site: Path, work: Path) -> Row:
     row = Row(cond.name, rnd)
     out = work / f"{cond.name}-{rnd}"
@@ -372,7 +406,7 @@ def run_one(cond: Condition, rnd: int, args: argparse.Namespace, site: Path, wor
             before = cpu_stat(pid) if container_id else {}
             service0 = service_cpu(pid)
             proxy0, daemons0 = process_cpu(container_id, port)
-            with log.open("wb") as console:
+            with log.open("wb") as console, polling(cond.poll, args.health_interval, out):
                 swarm = subprocess.run(
                     [
                         *(sys.executable, "-m", "wsswarm", "run"),
