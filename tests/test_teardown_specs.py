@@ -36,6 +36,14 @@ WRONG: dict[str, tuple[dict[str, Any], str]] = {
         {"host_tuning_unload_conntrack": "perhaps"},
         "argument 'host_tuning_unload_conntrack'",
     ),
+    "docker_host": (
+        {"docker_host_teardown_remove_packages": "perhaps"},
+        "argument 'docker_host_teardown_remove_packages'",
+    ),
+    "libvirt_host": (
+        {"libvirt_host_teardown_remove_packages": "perhaps"},
+        "argument 'libvirt_host_teardown_remove_packages'",
+    ),
 }
 TEARDOWN_ROLES = [*WRONG, "swarm_client", "source_addresses", "bridge_route"]
 
