@@ -109,3 +109,67 @@ def test_out_of_file_descriptors_pauses_accepting_and_loses_nothing(
     finally:
         for client in clients:
             client.sock.close()
+
+
+UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def _waiting(sock: socket.socket) -> bytes:
+    """What the server has sent to `sock` so far, without waiting."""
+    try:
+        return sock.recv(65536, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
+
+
+@pytest.mark.parametrize("loop_name", sorted(LOOPS))
+def test_a_queued_upgrade_is_answered_at_the_accept(loop_name: str) -> None:
+    """Requests already waiting when their connection is accepted: a plain upgrade gets its
+    101 from the accept itself, before the loop makes the transport (a saturated uvloop makes
+    it an iteration of up to 48 x 1,024 connections later); a /healthz request and a partial
+    upgrade are left for the transport. Then every one is served as usual."""
+
+    async def scenario() -> None:
+        metrics = Metrics()
+        server = PicowsServer(Settings(host="127.0.0.1", port=0), metrics)
+        await server.start()
+        assert server._acceptor is not None
+        listener = server._acceptor.sockets[0]
+        port = server.ports[0]
+        upgrades = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        health = socket.create_connection(("127.0.0.1", port))
+        partial = socket.create_connection(("127.0.0.1", port))
+        clients = [*upgrades, health, partial]
+        try:
+            for client in upgrades:
+                client.sendall(UPGRADE)
+            health.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            partial.sendall(UPGRADE[:40])
+            server._acceptor._ready(listener)  # the listener's readiness, nothing else yet
+            for client in upgrades:
+                assert _waiting(client).startswith(b"HTTP/1.1 101")
+            assert metrics.connections_current == 3
+            assert _waiting(health) == _waiting(partial) == b""
+
+            partial.sendall(UPGRADE[40:])
+            await _iterations(ITERATIONS)
+            assert len(server.lean) == 4  # /healthz went to picows
+            health.settimeout(10)
+            assert health.recv(65536).startswith(b"HTTP/1.1 200")
+            partial.settimeout(10)
+            assert partial.recv(65536).startswith(b"HTTP/1.1 101")
+            for client in (upgrades[0], partial):
+                client.sendall(b"\x81\x82" + b"\x00\x00\x00\x00" + b"hi")
+            await _iterations(ITERATIONS)
+            for client in (upgrades[0], partial):
+                assert _waiting(client) == b"\x81\x02hi"
+            assert metrics.connections_current == 4
+        finally:
+            await server.shutdown()  # first: asyncio's write_eof fails on a vanished peer
+            for client in clients:
+                client.close()
+
+    LOOPS[loop_name](scenario())

@@ -122,20 +122,36 @@ class Acceptor:
                 self._loop.call_later(ACCEPT_RETRY_DELAY, self._resume, listener)
                 return
             conn.setblocking(False)
-            task = self._loop.create_task(self._loop.connect_accepted_socket(self._factory, conn))
+            protocol = self._factory()
+            # A protocol that can answer a request already waiting in the socket does so now:
+            # the loop makes the transport (and so calls data_received) only an iteration later.
+            answer_early = getattr(protocol, "answer_early", None)
+            if answer_early is not None:
+                answer_early(conn)
+            task = self._loop.create_task(
+                self._loop.connect_accepted_socket(partial(_same, protocol), conn)
+            )
             self._pending.add(task)
-            task.add_done_callback(partial(self._accepted, conn))
+            task.add_done_callback(partial(self._accepted, conn, protocol))
 
     def _resume(self, listener: socket.socket) -> None:
         if self._serving and listener.fileno() >= 0:
             self._loop.add_reader(listener.fileno(), self._ready, listener)
 
-    def _accepted(self, conn: socket.socket, task: asyncio.Task[object]) -> None:
+    def _accepted(
+        self, conn: socket.socket, protocol: asyncio.BaseProtocol, task: asyncio.Task[object]
+    ) -> None:
         self._pending.discard(task)
-        if task.cancelled():
-            conn.close()
-            return
-        exc = task.exception()
+        exc = None if task.cancelled() else task.exception()
+        if exc is None and not task.cancelled():
+            return  # the connection has its transport
+        conn.close()
         if exc is not None:  # e.g. the client reset the connection before it got a transport
-            conn.close()
             log.debug("accepted connection lost before it was served: %r", exc)
+        if getattr(protocol, "is_open", False):  # answered early: it counts as open until lost
+            protocol.connection_lost(exc if isinstance(exc, Exception) else None)
+
+
+def _same(protocol: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
+    """The protocol factory of one accepted connection: its protocol, made at the accept."""
+    return protocol
