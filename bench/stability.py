@@ -83,6 +83,7 @@ class Condition:
     network: str  # proxy: -p 127.0.0.1:P:P (docker-proxy); host: --network host
     about: str
     poll: bool = False  # an Ansible module run every --health-interval s, as progress lines were
+    sampler: bool = False  # `wsswarm sample` on the container during the run, as swarm_run's
 
 
 CONDITIONS = {
@@ -98,6 +99,9 @@ CONDITIONS = {
         Condition("kit-after", "quota", "none", "proxy", "as container_target runs it now"),
         Condition(
             "progress-poll", "quota", "none", "proxy", "kit-after + a progress line's work", True
+        ),
+        Condition(
+            "sampler", "quota", "none", "proxy", "kit-after + the server-side sampler", sampler=True
         ),
     ]
 }
@@ -396,6 +400,29 @@ def polling(enabled: bool, interval: int, out: Path) -> Iterator[None]:
         thread.join()
 
 
+@contextlib.contextmanager
+def sampling(enabled: bool, container_id: str, out: Path) -> Iterator[None]:
+    """While the body runs: `wsswarm sample` on the container, once a second, as swarm_run
+    runs it on the test host during every target's run."""
+    if not enabled or not container_id:
+        yield
+        return
+    with (out / "sampler.log").open("wb") as console:
+        sampler = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "wsswarm", "sample"),
+                *("--docker-container", container_id, "--out", str(out / "sample.jsonl")),
+            ],
+            stdout=console,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield
+    finally:
+        sampler.terminate()
+        sampler.wait(10)
+
+
 def run_one(cond: Condition, rnd: int, args: argparse.Namespace, site: Path, work: Path) -> Row:
     row = Row(cond.name, rnd)
     out = work / f"{cond.name}-{rnd}"
@@ -406,7 +433,11 @@ def run_one(cond: Condition, rnd: int, args: argparse.Namespace, site: Path, wor
             before = cpu_stat(pid) if container_id else {}
             service0 = service_cpu(pid)
             proxy0, daemons0 = process_cpu(container_id, port)
-            with log.open("wb") as console, polling(cond.poll, args.health_interval, out):
+            with (
+                log.open("wb") as console,
+                polling(cond.poll, args.health_interval, out),
+                sampling(cond.sampler, container_id, out),
+            ):
                 swarm = subprocess.run(
                     [
                         *(sys.executable, "-m", "wsswarm", "run"),
