@@ -30,6 +30,8 @@ apt_packages=(
     python3-venv python3-dev make       # .venv, `make test`
     git                # the run manifest's commit (roles/run_manifest), scripts/cleanroom.sh's clone
     curl               # server/tools/rss_probe.py reads wsecho's /metrics
+    acl                # setfacl: tests/test_site_e2e.py's controller user (not root) may
+                       # traverse to this checkout and to the Python its venv runs on
     ca-certificates    # https to PyPI and npm
 )
 

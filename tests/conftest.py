@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,17 +25,21 @@ exit 97
 
 
 @pytest.fixture(scope="session")
-def controller_become_trap(tmp_path_factory: pytest.TempPathFactory) -> str:
+def controller_become_trap() -> Iterator[str]:
     """host_vars for localhost under which any become on the controller fails loudly.
 
     The become goes to `nobody` (another user than the one running the play, so Ansible never
     skips it as a become to the same user) through a script that prints "controller task tried
-    to become another user" and fails.
+    to become another user" and fails. The script lies outside pytest's private temporary
+    directory, so that a controller user other than the one running pytest reaches it too.
     """
-    fake = tmp_path_factory.mktemp("become") / "fake-become"
+    directory = Path(tempfile.mkdtemp(prefix="echolab-become-"))
+    directory.chmod(0o755)
+    fake = directory / "fake-become"
     fake.write_text(FAKE_BECOME)
     fake.chmod(0o755)
-    return f"ansible_become_exe: {fake}\nansible_become_user: nobody\n"
+    yield f"ansible_become_exe: {fake}\nansible_become_user: nobody\n"
+    shutil.rmtree(directory)
 
 
 @pytest.fixture(scope="module")

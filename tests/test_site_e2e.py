@@ -1,20 +1,31 @@
-"""End to end: `ansible-playbook site.yml -e echolab_profile=quick` on a lab of its own.
+"""End to end, as a user runs the kit on real hardware: `site.yml -e echolab_profile=quick` from a
+controller user who is not root, with a test host and a separate client host, against all three
+targets, the VM included.
 
-One lab host container (testhosts + clients, as in 2017) named for this test, so that it never
-touches a developer's `echolab-lab`. The whole experiment runs once (lab creation, preflight,
-setup, all targets, swarm, sampler, fetch, manifest, report); the test then asserts on the files
-the run left on the controller, runs the `setup` and `targets` stages again and requires
-`changed=0` for every host, and removes everything it created.
+The lab is this module's own (never a developer's `echolab-lab`): two systemd host containers,
+the test host (also a client host, as in 2017) and a separate client host, which reaches the VM's
+bridge only through the test host (`bridge_forward_mode: routed`, the route `bridge_route` adds).
+The controller is a user in the docker group with a checkout of its own; every play runs as that
+user, and any become on the controller fails loudly.
+
+One lab serves the whole module, in this order: the preflight checks, on hosts where setup has
+not added the route yet; the whole experiment once; the assertions on the files it left; a second
+setup+targets pass (changed=0 on every host); a failed target; teardown, twice.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,34 +37,20 @@ ROOT = Path(__file__).resolve().parents[1]
 # over 25 min on a loaded one. The limits only stop a hung run.
 pytestmark = pytest.mark.timeout(3600)
 
-LAB_HOST = "echolab-site-e2e"
+TEST_HOST = "echolab-site-e2e"
+CLIENT_HOST = f"{TEST_HOST}-client"
+CLIENT_HOSTS = (TEST_HOST, CLIENT_HOST)
 TARGETS = ("vm", "container", "baseline")
+VM_ADDRESS = "10.0.0.42"
+# The controller user when the suite runs as root; a user who runs the suite is the controller.
+CONTROLLER_USER = "echolab-e2e"
+LAB_VARS = (
+    "-e", "echolab_lab=true", "-e", "lab_client=true",
+    "-e", f"lab_host_name={TEST_HOST}", "-e", f"lab_host_client_name={CLIENT_HOST}",
+)  # fmt: skip
 RECAP = re.compile(
     r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE
 )
-
-
-def ansible_playbook(inventory: Path, *args: str, timeout: int) -> subprocess.CompletedProcess[str]:
-    """Run ansible-playbook from the repository root with the repository's configuration."""
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
-    env.update(PY_COLORS="0", ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    try:
-        return subprocess.run(
-            ["ansible-playbook", "-i", str(inventory), *args],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        out = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else exc.output
-        pytest.fail(
-            f"ansible-playbook {' '.join(args)} took over {timeout} s:\n{(out or '')[-20000:]}"
-        )
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:
@@ -64,58 +61,272 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     }
 
 
-@pytest.fixture(scope="module")
-def lab_inventory(
-    tmp_path_factory: pytest.TempPathFactory, controller_become_trap: str
-) -> Iterator[Path]:
-    """An inventory like inventory/lab/ whose one host is this test's own lab container.
+def said(proc: subprocess.CompletedProcess[str]) -> str:
+    """The output with Ansible's YAML line wrapping and quote doubling ('') undone."""
+    return " ".join(proc.stdout.replace("''", "'").split())
 
-    Any become on the controller fails loudly (controller_become_trap): the kit needs root only
-    on the managed hosts.
-    """
-    inv = tmp_path_factory.mktemp("inventory")
+
+def load(path: Path) -> Any:
+    assert path.is_file(), f"missing {path}"
+    return json.loads(path.read_text())
+
+
+def run_root(*argv: str) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, f"{' '.join(argv)}: rc={proc.returncode}\n{proc.stderr}"
+    return proc.stdout
+
+
+@dataclass
+class Controller:
+    """The user who runs the plays, with a checkout and a home of their own."""
+
+    uid: int
+    gid: int
+    groups: list[int]
+    home: Path
+    checkout: Path
+    workdir: Path
+
+    def mkdir(self, name: str) -> Path:
+        """A new directory of the controller user's, under the module's work directory."""
+        path = self.workdir / name
+        path.mkdir()
+        os.chown(path, self.uid, self.gid)
+        return path
+
+    def playbook(self, *args: str, timeout: int) -> subprocess.CompletedProcess[str]:
+        """ansible-playbook from the user's checkout, with its configuration, as that user."""
+        venv_bin = Path(sys.executable).parent
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "TMPDIR"))}
+        env.update(
+            HOME=str(self.home),
+            ANSIBLE_CONFIG=str(self.checkout / "ansible.cfg"),
+            PY_COLORS="0",
+            ANSIBLE_FORCE_COLOR="0",
+            ANSIBLE_NOCOLOR="1",
+            PATH=f"{venv_bin}{os.pathsep}{env['PATH']}",
+        )
+        as_user: dict[str, Any] = {}
+        if self.uid != os.getuid():
+            as_user = {"user": self.uid, "group": self.gid, "extra_groups": self.groups}
+        try:
+            return subprocess.run(
+                [str(venv_bin / "ansible-playbook"), *args],
+                cwd=self.checkout,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=timeout,
+                check=False,
+                umask=0o022,
+                **as_user,
+            )
+        except subprocess.TimeoutExpired as exc:
+            out = exc.output if isinstance(exc.output, str) else (exc.output or b"").decode()
+            pytest.fail(f"ansible-playbook {' '.join(args)} took over {timeout} s:\n{out[-20000:]}")
+
+
+def _copy_checkout(dest: Path) -> None:
+    """A clone of this checkout's commit with its uncommitted files laid over it, as the user's
+    own checkout; the venv is this one's (read-only), since building one takes minutes."""
+    run_root("git", "clone", "-q", "--no-hardlinks", str(ROOT), str(dest))
+    changed = run_root("git", "-C", str(ROOT), "ls-files", "-z", "-m", "-o", "--exclude-standard")
+    for name in filter(None, changed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    (dest / ".venv").symlink_to(Path(sys.executable).parent.parent)
+
+
+def _untraversable(path: Path) -> list[Path]:
+    """The directories from / to `path` that others may not enter."""
+    return [p for p in reversed(path.parents) if not p.stat().st_mode & stat.S_IXOTH]
+
+
+@pytest.fixture(scope="module")
+def controller() -> Iterator[Controller]:
+    """As root: a user in the docker group, created for this module and removed after it, who
+    may traverse (an ACL entry of its own, removed after) to this venv and its Python. As a user:
+    that user."""
+    workdir = Path(tempfile.mkdtemp(prefix="echolab-e2e-"))
+    workdir.chmod(0o755)
+    created = False
+    acl_dirs: list[Path] = []
+    acls = workdir / "acls.dump"
+    try:
+        if os.getuid() == 0:
+            home = workdir / "home"
+            if subprocess.run(["id", CONTROLLER_USER], capture_output=True, check=False).returncode:
+                run_root("useradd", "--home-dir", str(home), "--groups", "docker", CONTROLLER_USER)
+                created = True
+            entry = pwd.getpwnam(CONTROLLER_USER)
+            uid, gid = entry.pw_uid, entry.pw_gid
+            groups = [int(g) for g in run_root("id", "-G", CONTROLLER_USER).split()]
+            home.mkdir(exist_ok=True)
+            os.chown(home, uid, gid)
+            needed = {Path(sys.executable).parent, Path(sys.executable).resolve().parent}
+            acl_dirs = sorted({d for p in needed for d in _untraversable(p / "x")})
+            # The ACLs as they were, restored exactly afterwards (`setfacl -x` would leave a mask).
+            acls.write_text(run_root("getfacl", "--absolute-names", *map(str, acl_dirs)))
+            for directory in acl_dirs:
+                run_root("setfacl", "-m", f"u:{CONTROLLER_USER}:x", str(directory))
+        else:
+            uid, gid, groups = os.getuid(), os.getgid(), os.getgroups()
+            home = Path.home()
+        checkout = workdir / "echolab"
+        _copy_checkout(checkout)
+        run_root("chown", "-R", "--no-dereference", f"{uid}:{gid}", str(checkout))
+        yield Controller(uid, gid, groups, home, checkout, workdir)
+    finally:
+        if acl_dirs:
+            run_root("setfacl", f"--restore={acls}")
+        if created:
+            run_root("userdel", CONTROLLER_USER)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def lab(controller: Controller, controller_become_trap: str) -> Iterator[Path]:
+    """The lab (test host + separate client host) and an inventory like inventory/lab/ with
+    inventory/lab-client.yml; removed afterwards with everything the kit put on it."""
+    inv = controller.mkdir("inventory")
     (inv / "group_vars" / "all").mkdir(parents=True)
     (inv / "host_vars").mkdir()
     # The experiment as data is the repository's own (profiles and targets).
     (inv / "group_vars" / "all" / "experiment.yml").symlink_to(
-        ROOT / "inventory" / "lab" / "group_vars" / "all" / "experiment.yml"
+        controller.checkout / "inventory" / "lab" / "group_vars" / "all" / "experiment.yml"
     )
-    # A wheelhouse of its own, empty at the start: the run must build every wheel it ships, as on a
-    # fresh clone, whatever other tests left in the repository's .cache/wheelhouse.
-    wheels = tmp_path_factory.mktemp("wheelhouse")
-    (inv / "group_vars" / "all" / "wheelhouse.yml").write_text(
-        f"wheelhouse_dir: {wheels}\n"
-        f"container_target_wheelhouse_dir: {wheels}\n"
-        f"swarm_client_wheelhouse_dir: {wheels}\n"
-    )
+    host = {
+        "ansible_connection": "community.docker.docker",
+        "ansible_python_interpreter": "/usr/bin/python3",
+    }
     (inv / "hosts.yml").write_text(
-        "all:\n  children:\n"
-        f"    testhosts:\n      hosts:\n        {LAB_HOST}:\n"
-        f"    clients:\n      hosts:\n        {LAB_HOST}:\n"
-    )
-    (inv / "host_vars" / f"{LAB_HOST}.yml").write_text(
-        "ansible_connection: community.docker.docker\n"
-        "ansible_python_interpreter: /usr/bin/python3\n"
+        json.dumps(
+            {
+                "all": {
+                    "vars": {"bridge_forward_mode": "routed"},
+                    "children": {
+                        "testhosts": {"hosts": {TEST_HOST: host}},
+                        "clients": {"hosts": {TEST_HOST: host, CLIENT_HOST: host}},
+                    },
+                }
+            }
+        )
     )
     (inv / "host_vars" / "localhost.yml").write_text(controller_become_trap)
-    yield inv
-    # Remove the targets, then the lab container and its volume, whatever happened above.
-    ansible_playbook(inv, "playbooks/teardown.yml", timeout=600)
-    lab = ("playbooks/lab.yml", "-e", "lab_state=absent", "-e", f"lab_host_name={LAB_HOST}")
-    proc = ansible_playbook(inv, *lab, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-5000:]
+    run_root("chown", "-R", f"{controller.uid}:{controller.gid}", str(inv))
+    proc = controller.playbook("-i", str(inv), "playbooks/lab.yml", *LAB_VARS, timeout=900)
+    try:
+        assert proc.returncode == 0, proc.stdout[-8000:]
+        yield inv
+    finally:
+        # Remove the targets, then the lab containers and their volumes, whatever happened above.
+        controller.playbook("-i", str(inv), "playbooks/teardown.yml", timeout=600)
+        absent = controller.playbook(
+            "-i", str(inv), "playbooks/lab.yml", *LAB_VARS, "-e", "lab_state=absent", timeout=300
+        )
+        assert absent.returncode == 0, absent.stdout[-5000:]
+
+
+def lab_exec(host: str, command: str) -> str:
+    """Run a shell command inside one of this module's lab hosts; return its stdout."""
+    proc = subprocess.run(
+        ["docker", "exec", host, "sh", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{host}: {command}: rc={proc.returncode}\n{proc.stderr}"
+    return proc.stdout
+
+
+def lab_host_address() -> str:
+    """The test host's address on the lab's Docker network, as the separate client reaches it."""
+    proc = subprocess.run(
+        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+         TEST_HOST],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return proc.stdout.split()[0]
+
+
+# --- Before setup: the preflight checks on hosts the kit has not changed yet ----------------------
+
+
+def preflight(
+    controller: Controller, inventory: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    return controller.playbook(
+        "-i", str(inventory), "playbooks/preflight.yml", "-e", "echolab_profile=quick", *extra,
+        timeout=600,
+    )  # fmt: skip
+
+
+@pytest.mark.lab
+def test_vm_with_a_client_host_and_an_isolated_bridge_is_refused(
+    controller: Controller, lab: Path
+) -> None:
+    """An isolated bridge with a separate client host: refused before anything, with the mode to
+    set; the test host itself passes, and its bridge subnet and name are free."""
+    proc = preflight(controller, lab, "-e", "bridge_forward_mode=isolated")
+    assert proc.returncode != 0, proc.stdout[-8000:]
+    text = said(proc)
+    assert (
+        f"{CLIENT_HOST} cannot measure the VM target ({VM_ADDRESS}): it is a separate client "
+        f"host, and the VM's bridge on {TEST_HOST} is isolated (bridge_forward_mode=isolated)"
+    ) in text
+    assert "Set bridge_forward_mode=routed on the test host" in text
+    assert "refusing to build the VM's bridge" not in text
+    assert f"refusing to send load from {TEST_HOST}:" not in text
+
+
+@pytest.mark.lab
+def test_default_route_to_the_bridge_is_refused_before_any_load(
+    controller: Controller, lab: Path
+) -> None:
+    """Routed: the client host has no route to the bridge subnet yet, so its traffic to the VM
+    would follow its default route off the machine. Preflight lets it wait for the route setup
+    adds; checked as the run stage checks it (nothing deferred), it is refused."""
+    waiting = preflight(controller, lab)
+    assert waiting.returncode == 0, waiting.stdout[-8000:]
+    assert f"{CLIENT_HOST}: vm by not checked yet: {VM_ADDRESS} via " in said(waiting)
+    assert "setup adds the route" in said(waiting)
+
+    strict = preflight(controller, lab, "-e", "experiment_preflight_routes_defer_bridge=false")
+    assert strict.returncode != 0, strict.stdout[-8000:]
+    text = said(strict)
+    refused = f"refusing to send load from {CLIENT_HOST}: target vm: route to {VM_ADDRESS} is `"
+    assert refused in text
+    assert "(the default route)`: the bridge subnet must be routed through the test host" in text
+
+
+@pytest.mark.lab
+def test_local_targets_get_the_address_each_client_reaches(
+    controller: Controller, lab: Path
+) -> None:
+    """The test host loads its own targets on loopback; the separate client gets the test host's
+    address on their network, never a name only the controller resolves."""
+    proc = preflight(controller, lab)
+    assert proc.returncode == 0, proc.stdout[-8000:]
+    shown = [line for line in proc.stdout.splitlines() if ": container by " in line]
+    address = lab_host_address()
+    assert any(f"{CLIENT_HOST}: container by {address} dev " in line for line in shown), shown
+    assert any(f"{TEST_HOST}: container by local 127.0.0.1 dev lo" in line for line in shown), shown
+
+
+# --- The whole experiment, once -----------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def site_run(lab_inventory: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+def site_run(controller: Controller, lab: Path) -> tuple[str, Path]:
     """Run the whole experiment once with the quick profile; return its output and run dir."""
-    results = tmp_path_factory.mktemp("results")
-    proc = ansible_playbook(
-        lab_inventory,
-        "site.yml",
-        "-e", "echolab_profile=quick",
-        "-e", "echolab_lab=true",
-        "-e", f"lab_host_name={LAB_HOST}",
+    results = controller.mkdir("results")
+    proc = controller.playbook(
+        "-i", str(lab), "site.yml", "-e", "echolab_profile=quick", *LAB_VARS,
         "-e", f"echolab_results_dir={results}",
         timeout=2700,
     )  # fmt: skip
@@ -125,27 +336,45 @@ def site_run(lab_inventory: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     return proc.stdout, runs[0]
 
 
-def load(path: Path) -> Any:
-    assert path.is_file(), f"missing {path}"
-    return json.loads(path.read_text())
-
-
 @pytest.mark.lab
 @pytest.mark.parametrize("target", TARGETS)
-def test_every_target_measured(site_run: tuple[str, Path], target: str) -> None:
-    """Each target has an ok status, round trips from the client host and server samples."""
+def test_every_target_measured_from_every_client_host(
+    site_run: tuple[str, Path], target: str
+) -> None:
+    """Each target: ok, measured from both client hosts at an address each of them reaches, no
+    connection failed, every client host's files fetched, server samples from the test host."""
     _, run = site_run
     status = load(run / target / "status.json")
     assert status["status"] == "ok", status
-    assert status["hosts"][LAB_HOST]["status"] == "ok", status
-    summary = load(run / target / LAB_HOST / "summary.json")
-    assert summary["roundtrips"] > 0, summary
-    assert summary["connections"]["failed"] == 0, summary
-    assert list((run / target / LAB_HOST).glob("worker-*.jsonl")), "no worker file fetched"
-    samples = (run / target / LAB_HOST / "sample.jsonl").read_text().splitlines()
+    address = lab_host_address()
+    port = {"container": 8080, "baseline": 8081}.get(target)
+    for host in CLIENT_HOSTS:
+        assert status["hosts"][host]["status"] == "ok", status
+        url = status["hosts"][host]["url"]
+        if target == "vm":
+            assert url == f"ws://{VM_ADDRESS}:8080/", status
+        elif host == TEST_HOST:
+            assert url == f"ws://127.0.0.1:{port}/", status
+        else:
+            assert url == f"ws://{address}:{port}/", status
+        summary = load(run / target / host / "summary.json")
+        assert summary["roundtrips"] > 0, summary
+        assert summary["connections"]["failed"] == 0, summary
+        assert summary["connections"]["attempted"] > 0, summary
+        assert summary["connections"]["open"] == summary["connections"]["attempted"], summary
+        assert list((run / target / host).glob("worker-*.jsonl")), f"no worker file of {host}"
+    samples = (run / target / TEST_HOST / "sample.jsonl").read_text().splitlines()
     assert json.loads(samples[0])["type"] == "start"
     kinds = [json.loads(line)["type"] for line in samples]
     assert "sample" in kinds, "the sampler recorded nothing"
+
+
+@pytest.mark.lab
+def test_the_client_host_reached_the_vm_through_the_test_host(site_run: tuple[str, Path]) -> None:
+    """The separate client's route to the bridge subnet is the kit's, via the test host."""
+    assert site_run
+    route = lab_exec(CLIENT_HOST, f"ip -o route get {VM_ADDRESS}")
+    assert f"via {lab_host_address()} " in route, route
 
 
 @pytest.mark.lab
@@ -157,18 +386,19 @@ def test_manifest_complete(site_run: tuple[str, Path]) -> None:
     params = manifest["parameters"]
     assert params["profile"] == "quick"
     assert params["connections"] == 50
-    host = manifest["hosts"][LAB_HOST]
-    for key in ("cpu_model", "cpus", "kernel", "distribution"):
-        assert host[key], f"{key} missing: {host}"
-    assert host["sysctl"]["net.core.somaxconn"], host["sysctl"]
+    for name in CLIENT_HOSTS:
+        host = manifest["hosts"][name]
+        for key in ("cpu_model", "cpus", "kernel", "distribution"):
+            assert host[key], f"{key} missing for {name}: {host}"
+        assert host["sysctl"]["net.core.somaxconn"], host["sysctl"]
+    versions = manifest["hosts"][TEST_HOST]["versions"]
     for tool in ("python", "qemu", "libvirt", "docker", "wsswarm"):
-        assert host["versions"].get(tool), f"version of {tool} missing: {host['versions']}"
+        assert versions.get(tool), f"version of {tool} missing: {versions}"
     assert manifest["controller"]["wsecho"], manifest["controller"]
     targets = manifest["targets"]
     assert set(targets) == set(TARGETS)
     assert targets["vm"]["kind"] == "vm"
     assert targets["vm"]["accelerator"] in ("kvm", "tcg")
-    assert targets["container"]["docker_proxy"] is True
     assert targets["baseline"]["kind"] == "baseline"
 
 
@@ -179,45 +409,44 @@ def test_report_written_and_printed(site_run: tuple[str, Path]) -> None:
     report = (run / "report.md").read_text()
     for target in TARGETS:
         assert target in report
+    assert CLIENT_HOST in report
     assert (run / "summary.json").is_file()
     assert f"{run}/report.md" in output
 
 
 @pytest.mark.lab
-def test_results_belong_to_the_user(site_run: tuple[str, Path]) -> None:
+def test_results_belong_to_the_controller_user(
+    site_run: tuple[str, Path], controller: Controller
+) -> None:
     """Everything under the run directory was written by the user who ran the play."""
     _, run = site_run
     paths = [run, *run.rglob("*")]
-    assert len(paths) > 10, paths
-    foreign = [str(p) for p in paths if p.lstat().st_uid != os.getuid()]
-    assert not foreign, f"not owned by uid {os.getuid()}: {foreign}"
+    assert len(paths) > 20, paths
+    foreign = [str(p) for p in paths if p.lstat().st_uid != controller.uid]
+    assert not foreign, f"not owned by uid {controller.uid}: {foreign}"
 
 
 @pytest.mark.lab
 def test_second_setup_and_targets_change_nothing(
-    site_run: tuple[str, Path], lab_inventory: Path
+    site_run: tuple[str, Path], controller: Controller, lab: Path
 ) -> None:
     """A second run of the setup and targets stages reports changed=0 for every host."""
     assert site_run
-    proc = ansible_playbook(
-        lab_inventory,
-        "site.yml",
-        "--tags", "setup,targets",
-        "-e", "echolab_profile=quick",
-        "-e", "echolab_lab=true",
-        "-e", f"lab_host_name={LAB_HOST}",
+    proc = controller.playbook(
+        "-i", str(lab), "site.yml", "--tags", "setup,targets", "-e", "echolab_profile=quick",
+        *LAB_VARS,
         timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-20000:]
     hosts = recap(proc.stdout)
-    assert LAB_HOST in hosts, proc.stdout[-3000:]
+    assert set(CLIENT_HOSTS) <= set(hosts), proc.stdout[-3000:]
     changed = {host: counts["changed"] for host, counts in hosts.items() if counts["changed"]}
     assert not changed, f"changed on the second run: {changed}\n{proc.stdout[-20000:]}"
 
 
 @pytest.mark.lab
 def test_failed_target_recorded_and_run_goes_on(
-    site_run: tuple[str, Path], lab_inventory: Path, tmp_path: Path
+    site_run: tuple[str, Path], controller: Controller, lab: Path
 ) -> None:
     """A target that is not up is recorded as failed, the next one still runs, the play fails."""
     assert site_run
@@ -228,70 +457,62 @@ def test_failed_target_recorded_and_run_goes_on(
         {"name": "container", "kind": "container", "address": "local", "port": 8080, "path": "/",
          "instance": "echolab-wsecho", "app": "wsecho"},
     ]  # fmt: skip
-    proc = ansible_playbook(
-        lab_inventory,
-        "site.yml",
-        "--tags", "run,report",
-        "-e", "echolab_profile=quick",
-        "-e", "echolab_lab=true",
-        "-e", f"lab_host_name={LAB_HOST}",
-        "-e", f"echolab_results_dir={tmp_path}",
+    results = controller.mkdir("results-ghost")
+    proc = controller.playbook(
+        "-i", str(lab), "site.yml", "--tags", "run,report", "-e", "echolab_profile=quick",
+        *LAB_VARS,
+        "-e", f"echolab_results_dir={results}",
         "-e", json.dumps({"echolab_targets": targets}),
         # The ghost never comes up: no need to wait the default minute for it.
         "-e", "swarm_run_health_timeout=15",
         timeout=900,
     )  # fmt: skip
     assert proc.returncode != 0, "the play must end non-zero when a target failed"
-    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (run,) = [p for p in results.iterdir() if p.is_dir()]
     ghost = load(run / "ghost" / "status.json")
     assert ghost["status"] == "failed"
     assert "8099" in ghost["reason"], ghost
     container = load(run / "container" / "status.json")
     assert container["status"] == "ok", container
-    assert load(run / "container" / LAB_HOST / "summary.json")["roundtrips"] > 0
+    for host in CLIENT_HOSTS:
+        assert load(run / "container" / host / "summary.json")["roundtrips"] > 0
     assert "ghost" in (run / "report.md").read_text()
     assert "target ghost failed" in proc.stdout
 
 
-def lab_exec(command: str) -> str:
-    """Run a shell command inside this test's lab host; return its stdout (stderr on failure)."""
-    proc = subprocess.run(
-        ["docker", "exec", LAB_HOST, "sh", "-c", command],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"{command}: rc={proc.returncode}\n{proc.stderr}"
-    return proc.stdout
-
-
 @pytest.mark.lab
 def test_teardown_removes_everything_and_runs_twice(
-    site_run: tuple[str, Path], lab_inventory: Path
+    site_run: tuple[str, Path], controller: Controller, lab: Path
 ) -> None:
-    """playbooks/teardown.yml on a fully provisioned host (VM, containers, images, bridge, tuning)
-    leaves nothing of the kit behind, and a second pass finds nothing to do. Runs last."""
+    """playbooks/teardown.yml on fully provisioned hosts (VM, containers, images, bridge and its
+    forwarding, the client's route, tuning) leaves nothing of the kit behind, and a second pass
+    finds nothing to do. Runs last."""
     assert site_run
-    proc = ansible_playbook(lab_inventory, "playbooks/teardown.yml", timeout=600)
+    proc = controller.playbook("-i", str(lab), "playbooks/teardown.yml", timeout=600)
     assert proc.returncode == 0, proc.stdout[-20000:]
-    assert recap(proc.stdout)[LAB_HOST]["failed"] == 0
+    assert all(recap(proc.stdout)[host]["failed"] == 0 for host in CLIENT_HOSTS), proc.stdout
 
-    assert "echolab-vm" not in lab_exec("virsh --connect qemu:///system list --all --name").split()
-    assert "echolab" not in lab_exec("virsh --connect qemu:///system net-list --all --name").split()
-    assert lab_exec("ip -o link show bridge43 2>/dev/null || true") == ""
-    containers = lab_exec("docker ps -a --format '{{.Names}}'").split()
+    virsh = "virsh --connect qemu:///system"
+    assert "echolab-vm" not in lab_exec(TEST_HOST, f"{virsh} list --all --name").split()
+    assert "echolab" not in lab_exec(TEST_HOST, f"{virsh} net-list --all --name").split()
+    assert lab_exec(TEST_HOST, "ip -o link show bridge43 2>/dev/null || true") == ""
+    assert "ECHOLAB_FORWARD" not in lab_exec(TEST_HOST, "iptables -S FORWARD")
+    assert lab_exec(CLIENT_HOST, "ip -o route show 10.0.0.0/24") == ""
+    containers = lab_exec(TEST_HOST, "docker ps -a --format '{{.Names}}'").split()
     assert not [name for name in containers if name.startswith("echolab")], containers
-    images = lab_exec("docker images --format '{{.Repository}}'").split()
+    images = lab_exec(TEST_HOST, "docker images --format '{{.Repository}}'").split()
     assert not [image for image in images if image.startswith("echolab/")], images
-    for path in (
-        "/var/lib/echolab/vm",
-        "/etc/sysctl.d/90-echolab.conf",
-        "/etc/security/limits.d/90-echolab.conf",
-        "/opt/echolab/venv",
-    ):
-        assert lab_exec(f"test -e {path} && echo present || echo absent").strip() == "absent", path
+    for host in CLIENT_HOSTS:
+        for path in (
+            "/var/lib/echolab/vm",
+            "/etc/sysctl.d/90-echolab.conf",
+            "/etc/security/limits.d/90-echolab.conf",
+            "/opt/echolab/venv",
+        ):
+            found = lab_exec(host, f"test -e {path} && echo present || echo absent").strip()
+            assert found == "absent", f"{host}: {path}"
 
-    again = ansible_playbook(lab_inventory, "playbooks/teardown.yml", timeout=600)
+    again = controller.playbook("-i", str(lab), "playbooks/teardown.yml", timeout=600)
     assert again.returncode == 0, again.stdout[-20000:]
-    assert recap(again.stdout)[LAB_HOST]["changed"] == 0, again.stdout[-20000:]
+    changed = {host: counts["changed"] for host, counts in recap(again.stdout).items()}
+    assert not any(changed.values()), again.stdout[-20000:]
