@@ -499,16 +499,30 @@ def test_teardown_removes_everything_and_runs_twice(
     assert proc.returncode == 0, proc.stdout[-20000:]
     assert all(recap(proc.stdout)[host]["failed"] == 0 for host in CLIENT_HOSTS), proc.stdout
 
-    virsh = "virsh --connect qemu:///system"
-    assert "echolab-vm" not in lab_exec(TEST_HOST, f"{virsh} list --all --name").split()
-    assert "echolab" not in lab_exec(TEST_HOST, f"{virsh} net-list --all --name").split()
+    # What the kit ran: the domain, the network and its bridge, the containers and images.
+    for path in (
+        "/etc/libvirt/qemu/echolab-vm.xml",
+        "/etc/libvirt/qemu/networks/echolab.xml",
+        "/run/libvirt/network/echolab.xml",
+    ):
+        found = lab_exec(TEST_HOST, f"test -e {path} && echo present || echo absent").strip()
+        assert found == "absent", path
+    assert lab_exec(TEST_HOST, "pgrep -a qemu-system || true") == ""
     assert lab_exec(TEST_HOST, "ip -o link show bridge43 2>/dev/null || true") == ""
     assert "ECHOLAB_FORWARD" not in lab_exec(TEST_HOST, "iptables -S FORWARD")
     assert lab_exec(CLIENT_HOST, "ip -o route show 10.0.0.0/24") == ""
-    containers = lab_exec(TEST_HOST, "docker ps -a --format '{{.Names}}'").split()
-    assert not [name for name in containers if name.startswith("echolab")], containers
-    images = lab_exec(TEST_HOST, "docker images --format '{{.Repository}}'").split()
-    assert not [image for image in images if image.startswith("echolab/")], images
+    # The Docker daemon is stopped by now (below): read what it keeps on disk.
+    named = lab_exec(TEST_HOST, "cat /var/lib/docker/containers/*/config.v2.json 2>/dev/null || :")
+    assert '"Name":"/echolab' not in named
+    tags = lab_exec(TEST_HOST, "cat /var/lib/docker/image/*/repositories.json 2>/dev/null || :")
+    assert '"echolab/' not in tags, tags
+    # Docker and libvirt came with the kit (the lab host had neither): teardown leaves their
+    # units disabled and stopped, as the host was before.
+    for unit in ("docker.socket", "docker.service", "libvirtd.socket", "libvirtd.service"):
+        shown = lab_exec(TEST_HOST, f"systemctl show -p UnitFileState -p ActiveState {unit}")
+        state = dict(line.split("=", 1) for line in shown.split())
+        assert state["ActiveState"] == "inactive", (unit, state)
+        assert state["UnitFileState"] != "enabled", (unit, state)
     for host in CLIENT_HOSTS:
         for path in (
             "/var/lib/echolab/vm",
