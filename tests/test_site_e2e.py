@@ -142,8 +142,8 @@ def _copy_checkout(dest: Path) -> None:
 
 
 def _untraversable(path: Path) -> list[Path]:
-    """The directories from / to `path` that others may not enter."""
-    return [p for p in reversed(path.parents) if not p.stat().st_mode & stat.S_IXOTH]
+    """The directories from / to `path` (itself included) that others may not enter."""
+    return [p for p in [*reversed(path.parents), path] if not p.stat().st_mode & stat.S_IXOTH]
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def controller() -> Iterator[Controller]:
             home.mkdir(exist_ok=True)
             os.chown(home, uid, gid)
             needed = {Path(sys.executable).parent, Path(sys.executable).resolve().parent}
-            acl_dirs = sorted({d for p in needed for d in _untraversable(p / "x")})
+            acl_dirs = sorted({d for p in needed for d in _untraversable(p)})
             # The ACLs as they were, restored exactly afterwards (`setfacl -x` would leave a mask).
             acls.write_text(run_root("getfacl", "--absolute-names", *map(str, acl_dirs)))
             for directory in acl_dirs:
