@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 
 BACKENDS = ("picows", "websockets")
+# The services shared by a test module also run the picows backend on its Python hot path
+# ("picows" is its default: the compiled one, wsecho._engine, when that is built).
+SHARED_VARIANTS = ("picows", "picows-python", "websockets")
 # Scale every wait by WSECHO_TEST_TIMEOUT_FACTOR on slow machines (websockets' tests do the same).
 TIMEOUT_FACTOR = float(os.environ.get("WSECHO_TEST_TIMEOUT_FACTOR", "1"))
 _PORT_RE = re.compile(r"serving on port (\d+)")
@@ -29,7 +32,8 @@ def timeout(seconds: float) -> float:
 
 class Service:
     """A wsecho process started with `python -m wsecho ... --host 127.0.0.1 --port 0`, behind
-    the command prefix `wrapper` if one is given (e.g. `prlimit` to lower its limits)."""
+    the command prefix `wrapper` if one is given (e.g. `prlimit` to lower its limits).
+    `backend` may name a hot path too: "picows-python" is `--backend picows --hot-path python`."""
 
     def __init__(
         self, backend: str, args: list[str], log_path: Path, wrapper: Sequence[str] = ()
@@ -37,7 +41,10 @@ class Service:
         self.backend = backend
         self.log_path = log_path
         self._log = log_path.open("wb")
-        command = [sys.executable, "-m", "wsecho", "--backend", backend, "--host", "127.0.0.1"]
+        name, _, hot_path = backend.partition("-")
+        if hot_path:
+            args = ["--hot-path", hot_path, *args]
+        command = [sys.executable, "-m", "wsecho", "--backend", name, "--host", "127.0.0.1"]
         self.proc = subprocess.Popen(
             [*wrapper, *command, "--port", "0", *args],
             stdout=self._log,
@@ -159,7 +166,7 @@ def shared_service(
     print(f"--- wsecho ({backend}) output ---\n{service.log()}")
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=SHARED_VARIANTS)
 def service(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:

@@ -125,16 +125,19 @@ def _waiting(sock: socket.socket) -> bytes:
         return b""
 
 
+@pytest.mark.parametrize("hot_path", ["compiled", "python"])
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))
-def test_a_queued_upgrade_is_answered_at_the_accept(loop_name: str) -> None:
+def test_a_queued_upgrade_is_answered_at_the_accept(loop_name: str, hot_path: str) -> None:
     """Requests already waiting when their connection is accepted: a plain upgrade gets its
     101 from the accept itself, before the loop makes the transport (a saturated uvloop makes
-    it an iteration of up to 48 x 1,024 connections later); a /healthz request and a partial
-    upgrade are left for the transport. Then every one is served as usual."""
+    it an iteration of up to 48 x 1,024 connections later), and goes to the compiled engine
+    when it runs; a /healthz request and a partial upgrade are left for the transport. Then
+    every one is served as usual."""
 
     async def scenario() -> None:
         metrics = Metrics()
-        server = PicowsServer(Settings(host="127.0.0.1", port=0), metrics)
+        settings = Settings(host="127.0.0.1", port=0, hot_path=hot_path)
+        server = PicowsServer(settings, metrics)
         await server.start()
         assert server._acceptor is not None
         listener = server._acceptor.sockets[0]
@@ -153,10 +156,15 @@ def test_a_queued_upgrade_is_answered_at_the_accept(loop_name: str) -> None:
                 assert _waiting(client).startswith(b"HTTP/1.1 101")
             assert metrics.connections_current == 3
             assert _waiting(health) == _waiting(partial) == b""
+            if server.engine is not None:  # the compiled hot path holds them already
+                assert server.engine.connections == 3
 
             partial.sendall(UPGRADE[40:])
             await _iterations(ITERATIONS)
-            assert len(server.lean) == 4  # /healthz went to picows
+            # /healthz went to picows; the compiled engine holds every upgraded connection
+            held = 4 if hot_path == "compiled" else 0
+            assert len(server.lean) == 4 - held
+            assert (server.engine.connections if server.engine else 0) == held
             health.settimeout(10)
             assert health.recv(65536).startswith(b"HTTP/1.1 200")
             partial.settimeout(10)

@@ -16,7 +16,7 @@ Service = Any  # conftest.Service (not importable under --import-mode=importlib)
 LIMIT = 4096  # --max-message-size of these tests, small so that limits are cheap to hit
 
 
-@pytest.fixture(scope="module", params=["picows", "websockets"])
+@pytest.fixture(scope="module", params=["picows", "picows-python", "websockets"])
 def limited(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,

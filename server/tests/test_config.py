@@ -42,9 +42,20 @@ def test_environment_sets_every_option() -> None:
         "WSECHO_LOG_FORMAT": "json",
         "WSECHO_RUN_TOKEN": "run-42",
         "WSECHO_WORKERS": "3",
+        "WSECHO_HOT_PATH": "python",
     }
     assert load([], environ) == Settings(
-        "127.0.0.1", 9000, "websockets", 16 << 20, 10, 2.5, "debug", "json", "run-42", 3
+        "127.0.0.1",
+        9000,
+        "websockets",
+        16 << 20,
+        10,
+        2.5,
+        "debug",
+        "json",
+        "run-42",
+        3,
+        hot_path="python",
     )
 
 

@@ -26,7 +26,7 @@ def test_metrics_text_is_prometheus_exposition() -> None:
     assert "# TYPE wsecho_messages_total counter\nwsecho_messages_total 7\n" in text
     assert "# TYPE wsecho_connections_current gauge\n" in text
     samples = [line for line in text.splitlines() if not line.startswith("#")]
-    assert len(samples) == 9  # 8 metrics, one worker's connections
+    assert len(samples) == 12  # 10 metrics, the hot path, one worker's connections
     assert 'wsecho_worker_connections_current{worker="0"} 0' in samples
     assert all(len(line.split()) == 2 for line in samples)
 

@@ -67,16 +67,20 @@ def listening_sockets(
 
 
 class Acceptor:
-    """Accepts connections on `sockets` and gives each to a new protocol of `factory`."""
+    """Accepts connections on `sockets` and gives each to a new protocol of `factory`; with
+    `hold`, a connection whose protocol's `answer_early` answered it completely goes to `hold`
+    instead (it owns the socket then; no transport is made)."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         factory: Callable[[], asyncio.BaseProtocol],
         sockets: list[socket.socket],
+        hold: Callable[[socket.socket], None] | None = None,
     ) -> None:
         self._loop = loop
         self._factory = factory
+        self._hold = hold
         self.sockets = sockets
         # connect_accepted_socket is a coroutine: its tasks live here until the transport exists.
         self._pending: set[asyncio.Task[object]] = set()
@@ -126,13 +130,20 @@ class Acceptor:
             # A protocol that can answer a request already waiting in the socket does so now:
             # the loop makes the transport (and so calls data_received) only an iteration later.
             answer_early = getattr(protocol, "answer_early", None)
-            if answer_early is not None:
-                answer_early(conn)
-            task = self._loop.create_task(
-                self._loop.connect_accepted_socket(partial(_same, protocol), conn)
-            )
-            self._pending.add(task)
-            task.add_done_callback(partial(self._accepted, conn, protocol))
+            if answer_early is not None and answer_early(conn) and self._hold is not None:
+                self._hold(conn)
+                continue
+            self.attach(conn, protocol)
+
+    def attach(self, conn: socket.socket, protocol: asyncio.BaseProtocol) -> asyncio.Task[object]:
+        """Serve the connected socket `conn` with `protocol` on a transport of the loop; the task
+        that makes the transport."""
+        task = self._loop.create_task(
+            self._loop.connect_accepted_socket(partial(_same, protocol), conn)
+        )
+        self._pending.add(task)
+        task.add_done_callback(partial(self._accepted, conn, protocol))
+        return task
 
     def _resume(self, listener: socket.socket) -> None:
         if self._serving and listener.fileno() >= 0:

@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from wsecho import logs
+from wsecho import hotpath, logs
 from wsecho.config import ConfigError, load
 
 EXIT_USAGE = 2
@@ -16,6 +16,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the service until SIGTERM/SIGINT: 0 after a clean stop, 2 on invalid settings."""
     try:
         settings = load(argv)
+        hotpath.choose(settings)  # --hot-path compiled without the engine is a usage error
     except ConfigError as exc:
         print(f"wsecho: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -8,6 +8,7 @@ import time
 from typing import Protocol
 
 from wsecho.config import Settings
+from wsecho.hotpath import choose
 from wsecho.metrics import METRICS_CONTENT_TYPE, Metrics
 
 HEALTH_PATH = "/healthz"
@@ -90,9 +91,11 @@ class EventLog:
 
 
 def describe(settings: Settings) -> str:
-    """The settings as one log-friendly string."""
+    """The settings as one log-friendly string, with the hot path that runs and why."""
+    hot = choose(settings)
     return (
-        f"backend={settings.backend} host={settings.host} max_message_size="
+        f"backend={settings.backend} hot_path={hot.name} ({hot.why}) host={settings.host} "
+        f"max_message_size="
         f"{settings.max_message_size} max_connections={settings.max_connections} "
         f"handshake_timeout={settings.handshake_timeout:g}s run_token={settings.run_token or '-'} "
         f"run_token_file={settings.run_token_file or '-'} "

@@ -13,6 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 from wsecho import __version__
 
 BACKENDS = ("picows", "websockets")
+# The picows backend's hot path: the compiled engine (wsecho._engine), the Python lean path, or
+# the compiled one when it can be imported (wsecho.hotpath).
+HOT_PATHS = ("auto", "compiled", "python")
 MAX_WORKERS = 64
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -57,6 +60,8 @@ class Settings:
     # Or a file holding it, read at each /healthz: a deployment can change the token while the
     # service runs (a missing file or an invalid token there: no header).
     run_token_file: str | None = None
+    # The picows backend's hot path (HOT_PATHS).
+    hot_path: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -65,6 +70,10 @@ class Settings:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.hot_path not in HOT_PATHS:
+            raise ConfigError(
+                f"hot-path must be one of {', '.join(HOT_PATHS)}, got {self.hot_path!r}"
+            )
         if not 1 <= self.max_message_size <= 2**31 - 1:
             raise ConfigError(
                 f"max-message-size must be between 1 byte and 2 GiB, got {self.max_message_size}"
@@ -140,6 +149,13 @@ _OPTIONS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("--host", "host", str, "address to listen on (default 0.0.0.0: all IPv4 interfaces)"),
     ("--port", "port", _parse_port, "TCP port for WebSocket, /healthz and /metrics (default 8080)"),
     ("--backend", "backend", str, "WebSocket implementation: picows (default, fast) or websockets"),
+    (
+        "--hot-path",
+        "hot_path",
+        str,
+        "picows backend's echo of established connections: compiled (C), python, or auto "
+        "(default: compiled when wsecho._engine can be imported, else python)",
+    ),
     (
         "--max-message-size",
         "max_message_size",

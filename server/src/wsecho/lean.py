@@ -48,7 +48,7 @@ from wsecho.metrics import Metrics
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
-# States of a LeanConnection.
+# States of a LeanConnection (delegated: to picows, or to the compiled hot path).
 _HANDSHAKE, _OPEN, _CLOSING, _DELEGATED = range(4)
 
 
@@ -66,6 +66,10 @@ class LeanHost(Protocol):
     def delegate(self, tcp: asyncio.Transport, head: bytes) -> None:
         """Serve a connection whose request the lean path does not answer, from `head` (the
         bytes received so far) on."""
+
+    def hold(self, fd: int) -> bool:
+        """Give the open connection on `fd` (a duplicate the host then owns) to the compiled
+        hot path; False when there is none (`fd` is left alone then)."""
 
 
 def lean_class(host: LeanHost, settings: Settings, metrics: Metrics) -> type[LeanConnection]:
@@ -111,42 +115,57 @@ class LeanConnection(asyncio.Protocol):
         self._frag: bytearray | None = None  # a fragmented message being reassembled
         self._decoder: codecs.IncrementalDecoder | None = None  # its UTF-8 check (text)
 
-    def answer_early(self, sock: socket.socket) -> None:
+    def answer_early(self, sock: socket.socket) -> bool:
         """Answer the upgrade request that already waits in `sock`, just accepted, before the
         loop makes its transport. That takes a whole loop iteration, and an iteration of a
         saturated uvloop serves up to 48 x 1,024 ready connections (libuv polls again while
         epoll returns full batches): in a VM under TCG, longer than a client waits for its
         upgrade. Only a complete, plain upgrade with nothing behind it is taken here; it is
-        peeked first, so that anything else stays in the socket for `data_received`."""
+        peeked first, so that anything else stays in the socket for `data_received`.
+        True when the connection is open with its whole answer sent (nothing pending)."""
         try:
             head = sock.recv(HTTP_MAX_SIZE, socket.MSG_PEEK)
         except OSError:  # nothing yet (BlockingIOError), or an error the transport will meet
-            return
+            return False
         end = len(head) - len(HEAD_END)
         if end < 0 or head.find(HEAD_END) != end:  # incomplete, or something behind it
-            return
+            return False
         if self.metrics.connections_current >= self.max_connections:
-            return
+            return False
         accept = upgrade_accept(head[:end])
         if accept is None:
-            return
+            return False
         response = switching_protocols(accept)
         try:
             sock.recv(len(head))
             sent = sock.send(response)
         except OSError:  # the peer is gone: the transport meets the error or the EOF
-            return
+            return False
         self._opened()
         if sent < len(response):
             self._head = response[sent:]  # connection_made writes the rest
+            return False
+        return True
+
+    def take_over(self, unsent: bytes, unparsed: bytes) -> None:
+        """Continue an open connection that the compiled hot path (`wsecho._engine`) handed
+        over: `unsent` is output it had not written yet, `unparsed` input it had not parsed;
+        connection_made writes the one, then parses the other."""
+        self._state = _OPEN
+        self._head = unsent
+        self._rest = bytearray(unparsed) if unparsed else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._tcp = transport  # type: ignore[assignment]
         self.host.lean.add(self)
-        if self._state == _OPEN:  # answered by answer_early
+        if self._state == _OPEN:  # answered by answer_early, or taken over
             if self._head:
                 self._tcp.write(self._head)
             self._head = None
+            unparsed = self._rest
+            if unparsed:
+                self._rest = None
+                self._parse(bytes(unparsed))
             return
         self._timer = asyncio.get_running_loop().call_later(
             self.handshake_timeout, self._handshake_timed_out
@@ -285,10 +304,21 @@ class LeanConnection(asyncio.Protocol):
         if accept is None:
             self._delegate(head)
             return
-        self._tcp.write(switching_protocols(accept))
+        tcp = self._tcp
+        tcp.write(switching_protocols(accept))
         self._opened()
         if end + 4 < len(head):  # frames sent right behind the request
             self._parse(head[end + 4 :])
+        elif not tcp.get_write_buffer_size() and self.host.hold(self._fileno()):
+            # The compiled hot path has the connection (on a duplicate of its descriptor):
+            # this transport goes, without counting the connection as lost.
+            self._state = _DELEGATED
+            self.host.lean.discard(self)
+            tcp.abort()
+
+    def _fileno(self) -> int:
+        sock: socket.socket = self._tcp.get_extra_info("socket")
+        return sock.fileno()
 
     def _opened(self) -> None:
         if self._timer is not None:

@@ -39,6 +39,8 @@ class Counters:
     handshake_failures_total: int = 0
     rejected_total: int = 0
     resident_memory_bytes: int = 0
+    hot_path_connections: int = 0
+    hot_path_ejections_total: int = 0
 
     def __add__(self, other: Counters) -> Counters:
         return Counters(
@@ -47,6 +49,19 @@ class Counters:
                 for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)
             )
         )
+
+
+class EngineCounters(Protocol):
+    """The compiled hot path's own counters (`wsecho._engine.Engine`)."""
+
+    @property
+    def messages(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def connections(self) -> int: ...
+    @property
+    def ejections(self) -> int: ...
 
 
 class ServiceView(Protocol):
@@ -64,13 +79,16 @@ class ServiceView(Protocol):
 
 class Metrics:
     """One process's counters; the backends increment the attributes directly. `service` is set
-    in a worker of `--workers N`: /metrics and /healthz then answer for every worker."""
+    in a worker of `--workers N`: /metrics and /healthz then answer for every worker. `engine`
+    is set when the compiled hot path runs: its messages and bytes count with the others'."""
 
     __slots__ = (
         "bytes_total",
         "connections_current",
         "connections_total",
+        "engine",
         "handshake_failures_total",
+        "hot_path",
         "messages_total",
         "rejected_total",
         "service",
@@ -84,16 +102,31 @@ class Metrics:
         self.handshake_failures_total = 0
         self.rejected_total = 0
         self.service: ServiceView | None = None
+        self.engine: EngineCounters | None = None
+        self.hot_path = "python"  # which one serves established connections (wsecho.hotpath)
+
+    @property
+    def messages_echoed(self) -> int:
+        """Messages echoed, by either hot path."""
+        return self.messages_total + (self.engine.messages if self.engine else 0)
+
+    @property
+    def bytes_echoed(self) -> int:
+        """Payload bytes echoed, by either hot path."""
+        return self.bytes_total + (self.engine.bytes if self.engine else 0)
 
     def snapshot(self) -> Counters:
+        engine = self.engine
         return Counters(
             self.connections_current,
             self.connections_total,
-            self.messages_total,
-            self.bytes_total,
+            self.messages_echoed,
+            self.bytes_echoed,
             self.handshake_failures_total,
             self.rejected_total,
             resident_memory_bytes(),
+            engine.connections if engine else 0,
+            engine.ejections if engine else 0,
         )
 
     def health_problem(self) -> str | None:
@@ -104,13 +137,13 @@ class Metrics:
         """The service's counters in the Prometheus text format."""
         own = self.snapshot()
         if self.service is None:
-            return render(own, [own])
+            return render(own, [own], self.hot_path)
         workers = self.service.workers(own)
         total = sum(workers, Counters(resident_memory_bytes=self.service.parent_memory_bytes()))
-        return render(total, workers)
+        return render(total, workers, self.hot_path)
 
 
-def render(total: Counters, workers: list[Counters]) -> bytes:
+def render(total: Counters, workers: list[Counters], hot_path: str) -> bytes:
     """The Prometheus text exposition format (version 0.0.4) of the service's counters."""
     rows = (
         ("connections_current", "gauge", "Open WebSocket connections.", total.connections_current),
@@ -137,12 +170,29 @@ def render(total: Counters, workers: list[Counters]) -> bytes:
             total.resident_memory_bytes,
         ),
         ("workers", "gauge", "Worker processes (--workers).", len(workers)),
+        (
+            "hot_path_connections",
+            "gauge",
+            "Open connections served by the compiled hot path now (the rest of "
+            "connections_current are on the Python path).",
+            total.hot_path_connections,
+        ),
+        (
+            "hot_path_ejections_total",
+            "counter",
+            "Connections the compiled hot path handed to the Python path (a control frame, a "
+            "fragment, a partial frame, a full socket) or found closed.",
+            total.hot_path_ejections_total,
+        ),
     )
     lines = []
     for name, kind, help_text, value in rows:
         lines.append(f"# HELP wsecho_{name} {help_text}")
         lines.append(f"# TYPE wsecho_{name} {kind}")
         lines.append(f"wsecho_{name} {value}")
+    lines.append("# HELP wsecho_hot_path_info The hot path of established connections.")
+    lines.append("# TYPE wsecho_hot_path_info gauge")
+    lines.append(f'wsecho_hot_path_info{{hot_path="{hot_path}"}} 1')
     lines.append("# HELP wsecho_worker_connections_current Open WebSocket connections per worker.")
     lines.append("# TYPE wsecho_worker_connections_current gauge")
     for index, counters in enumerate(workers):

@@ -72,8 +72,8 @@ async def serve(settings: Settings, open_files: int, worker: Worker | None = Non
         time.monotonic() - started,
         open_now,
         metrics.connections_total,
-        metrics.messages_total,
-        metrics.bytes_total,
+        metrics.messages_echoed,
+        metrics.bytes_echoed,
     )
 
 
