@@ -3,7 +3,10 @@
 # install step then shows up here, and not only on a new machine. Run it before you stop when you
 # changed bootstrap.sh or what a test needs (a command, a package, an image).
 #
-#   scripts/cleanroom.sh [COMMIT]      default: HEAD of this checkout (commit your work first)
+#   scripts/cleanroom.sh [COMMIT]              default: HEAD of this checkout (commit your work first)
+#   scripts/cleanroom.sh --reproduce [COMMIT]  `make reproduce` instead: the fresh-machine time of the
+#                                              quick start, every output line time-stamped (seconds
+#                                              since the start) and Ansible's per-task times
 #
 # The fresh machine is a container of echolab/cleanroom:bookworm (minbase + ca-certificates, built
 # with mmdebstrap by scripts/lab-image.sh, no registry). It gets what every machine of this kind
@@ -23,7 +26,9 @@ cd "$(dirname "$0")/.."
 log() { printf 'cleanroom: %s\n' "$*" >&2; }
 die() { log "$*"; exit 2; }
 
-[ $# -le 1 ] || die "usage: $0 [COMMIT]"
+mode=test-fast
+if [ "${1:-}" = --reproduce ]; then mode=reproduce; shift; fi
+[ $# -le 1 ] || die "usage: $0 [--reproduce] [COMMIT]"
 commit=$(git rev-parse --verify "${1:-HEAD}^{commit}" 2>/dev/null) || die "no commit ${1:-HEAD} here"
 docker info >/dev/null 2>&1 || die "the Docker engine is not running (scripts/bootstrap.sh starts it)"
 
@@ -37,7 +42,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p .cache/cleanroom
-out=$PWD/.cache/cleanroom/${commit:0:12}.log
+out=$PWD/.cache/cleanroom/${commit:0:12}$([ "$mode" = test-fast ] || echo ".$mode").log
 
 log "cloning ${commit:0:12}"
 git clone -q --no-hardlinks "$PWD" "$work/echolab"
@@ -65,17 +70,40 @@ if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
 fi
 
 started=$(date +%s)
-log "bootstrap and make test-fast in $name (output in $out)"
 rc=0
-docker exec "$name" bash -c '
-    set -e
-    mount -o remount,rw /proc/sys
-    update-ca-certificates >/dev/null
-    cd /root/echolab
-    scripts/bootstrap.sh
-    make test-fast
-' >"$out" 2>&1 || rc=$?
+if [ "$mode" = test-fast ]; then
+    log "bootstrap and make test-fast in $name (output in $out)"
+    docker exec "$name" bash -c '
+        set -e
+        mount -o remount,rw /proc/sys
+        update-ca-certificates >/dev/null
+        cd /root/echolab
+        scripts/bootstrap.sh
+        make test-fast
+    ' >"$out" 2>&1 || rc=$?
+else
+    log "make reproduce in $name (output in $out)"
+    # profile_tasks: each task's time, and the slowest tasks at the end of the play.
+    docker exec -e ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks \
+        -e PROFILE_TASKS_TASK_OUTPUT_LIMIT=40 "$name" bash -c '
+        set -eo pipefail
+        mount -o remount,rw /proc/sys
+        update-ca-certificates >/dev/null
+        cd /root/echolab
+        start=$SECONDS
+        # A fresh Debian has no make; the quick start asks for it, so its install is timed too.
+        { command -v make >/dev/null || { apt-get update -q && apt-get install -y -q make; }
+          make reproduce; } 2>&1 | while IFS= read -r line; do
+            printf "[%4d s] %s\n" $((SECONDS - start)) "$line"
+        done
+    ' >"$out" 2>&1 || rc=$?
+fi
 log "done in $(($(date +%s) - started)) s, exit $rc"
+if [ "$mode" = reproduce ]; then
+    # The play's recap and the report's summary table.
+    sed -n '/PLAY RECAP/,$p' "$out" | tail -n 80
+    exit "$rc"
+fi
 # pytest's last line, "==== N passed, ... in Ts ====", when pytest ran at all.
 summary=$(awk '/^=+ .* in [0-9.]+s.* =+$/ { line = $0 } END { print line }' "$out")
 if [ -n "$summary" ]; then echo "$summary"; else tail -n 30 "$out"; fi
