@@ -215,14 +215,17 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
 
 def server_command(name: str, port: int) -> tuple[list[str], dict[str, str] | None]:
     """The command (and environment) of an echo server on 127.0.0.1:`port`: `ceiling` (the C
-    server), `node-ws` (the 2017 baseline) or `wsecho-<backend>`."""
+    server), `node-ws` (the 2017 baseline), `wsecho-<backend>` or `wsecho-picows-<hot path>`
+    (`--hot-path compiled` or `python`; plain `wsecho-picows` runs its default, auto)."""
     if name == "ceiling":
         return [str(ensure_ceiling()), str(port), "127.0.0.1"], None
     if name == "node-ws":
         env = ensure_node_ws()
         return ["node", str(BENCH / "node" / "echo_server.js"), str(port), "127.0.0.1"], env
-    backend = name.removeprefix("wsecho-")
+    backend, _, hot_path = name.removeprefix("wsecho-").partition("-")
     cmd = [venv_bin("wsecho"), "--backend", backend, "--host", "127.0.0.1", "--port", str(port)]
+    if hot_path:
+        cmd += ["--hot-path", hot_path]
     return [*cmd, "--log-level", "warning"], None
 
 

@@ -1,4 +1,5 @@
-"""Server benchmark: wsecho (picows, websockets) against node.js `ws` and a C epoll ceiling.
+"""Server benchmark: wsecho (picows on its compiled and its Python hot path, websockets)
+against node.js `ws` and a C epoll ceiling.
 
 Each server runs alone on CPU 0; each client drives it from CPU 1 at each connection count
 (wsswarm and the 2017 node.js client: a more efficient client changes the server's batching).
@@ -42,7 +43,15 @@ from _benchlib import (
     wsswarm_available,
 )
 
-SERVERS = ("ceiling", "node-ws", "wsecho-picows", "wsecho-websockets")
+# wsecho's default (picows backend, compiled hot path), its Python hot path, and its websockets
+# backend.
+SERVERS = (
+    "ceiling",
+    "node-ws",
+    "wsecho-picows-compiled",
+    "wsecho-picows-python",
+    "wsecho-websockets",
+)
 CEILING = "ceiling"
 NODE = "node-ws"
 CLIENTS = ("wsswarm", "node-2017", "loadgen")
