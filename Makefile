@@ -21,7 +21,9 @@ help:
 bootstrap:
 	@scripts/bootstrap.sh
 
-reproduce: bootstrap
+# Only what the controller needs for site.yml (requirements/run.txt); `make bootstrap` adds the rest.
+reproduce:
+	@scripts/bootstrap.sh --run
 	$(BIN)/ansible-playbook site.yml -e echolab_profile=$(PROFILE)
 
 lint: bootstrap
@@ -42,11 +44,16 @@ bench: bootstrap
 	$(BIN)/python bench/server_bench.py
 	$(BIN)/python bench/client_bench.py
 
-# Re-resolve the pinned toolchain from requirements/dev.in into requirements/dev.txt.
+# Re-resolve the pinned toolchain from requirements/dev.in into requirements/dev.txt, and
+# reproduce's subset from requirements/run.in into requirements/run.txt (at dev.txt's versions).
 lock:
 	rm -rf /tmp/echolab-lock && python3 -m venv /tmp/echolab-lock
 	/tmp/echolab-lock/bin/pip install -q -r requirements/dev.in
 	/tmp/echolab-lock/bin/pip freeze --exclude-editable | sort > requirements/dev.txt
+	rm -rf /tmp/echolab-lock && python3 -m venv /tmp/echolab-lock
+	/tmp/echolab-lock/bin/pip install -q -c requirements/dev.txt -r requirements/run.in
+	{ echo "# Exact pins of what \`make reproduce\` installs (bootstrap.sh --run). Made by 'make lock' from run.in."; \
+	  /tmp/echolab-lock/bin/pip freeze --exclude-editable | sort; } > requirements/run.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
