@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING
 
 from wsecho.accept import Acceptor, listening_sockets
 from wsecho.common import CLOSE_TIMEOUT, EventLog
@@ -29,6 +29,9 @@ from wsecho.hotpath import choose
 from wsecho.lean import LeanConnection, lean_class
 from wsecho.metrics import Metrics
 from wsecho.picows_fallback import PicowsConnection, block_aiofastnet, hand_over
+
+if TYPE_CHECKING:
+    from wsecho._engine import Engine
 
 log = logging.getLogger("wsecho.picows")
 
@@ -50,7 +53,7 @@ class PicowsServer:
         self.lean_type = lean_class(self, settings, metrics)
         self._acceptor: Acceptor | None = None
         self._running = contextlib.ExitStack()
-        self.engine: Any = None  # a wsecho._engine.Engine with the compiled hot path
+        self.engine: Engine | None = None  # with the compiled hot path
         self._engine_closed = -1  # the reason the engine gives for a connection found closed
 
     def delegate(self, tcp: asyncio.Transport, head: bytes) -> None:
@@ -83,6 +86,7 @@ class PicowsServer:
 
     def _hold(self, conn: socket.socket) -> None:
         """Give an accepted connection, open with nothing pending, to the engine."""
+        assert self.engine is not None
         fd = conn.detach()
         try:
             self.engine.adopt(fd)
@@ -107,6 +111,7 @@ class PicowsServer:
 
     def _engine_ready(self) -> None:
         """Serve the engine's ready connections; continue the ejected ones in Python."""
+        assert self.engine is not None
         for fd, unsent, unparsed, reason in self.engine.poll():
             if reason == self._engine_closed:  # end of stream or a socket error
                 os.close(fd)

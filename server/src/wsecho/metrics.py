@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import resource
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from wsecho._engine import Engine
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -51,19 +54,6 @@ class Counters:
         )
 
 
-class EngineCounters(Protocol):
-    """The compiled hot path's own counters (`wsecho._engine.Engine`)."""
-
-    @property
-    def messages(self) -> int: ...
-    @property
-    def bytes(self) -> int: ...
-    @property
-    def connections(self) -> int: ...
-    @property
-    def ejections(self) -> int: ...
-
-
 class ServiceView(Protocol):
     """The whole service as one worker sees it (wsecho.workers), for /metrics and /healthz."""
 
@@ -102,7 +92,7 @@ class Metrics:
         self.handshake_failures_total = 0
         self.rejected_total = 0
         self.service: ServiceView | None = None
-        self.engine: EngineCounters | None = None
+        self.engine: Engine | None = None
         self.hot_path = "python"  # which one serves established connections (wsecho.hotpath)
 
     @property
