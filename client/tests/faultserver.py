@@ -24,6 +24,14 @@ on purpose. The request path picks the behaviour of every `every`-th connection 
 `/fault/mix` gives connections 2, 4, 6, ... one fault each, in the order 503, hang, reset,
 close1001, drop, wrong (then again); the odd ones echo.
 
+`/fault/latermix` gives connections 1, 2, 3, 4, ... in turn a behaviour that starts after a few
+correct echoes (wsswarm's compiled closed loop owns a connection from its first echo on):
+
+    echo            echo every text frame
+    split           echo every text frame in two writes 20 ms apart, from the 3rd message on
+    wronglater      echo a different text for the 5th message only
+    closelater      answer the 5th message with a close frame 1001
+
 `--accept-limit N` closes the listening socket after N connections: later connects are refused.
 `--accept-delay S` listens with a backlog of 0 and accepts nothing until S seconds after the
 first connection arrived: the connects after the first wait for the kernel's SYN (or SYN-ACK)
@@ -52,6 +60,10 @@ from collections import Counter
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 LATE_UPGRADE_S = 1.5
 MIX = ("503", "hang", "reset", "close1001", "drop", "wrong")
+LATER_MIX = ("echo", "split", "wronglater", "closelater")
+LATER_MESSAGE = 5  # the message of a connection at which wronglater and closelater act
+SPLIT_FROM = 3  # split echoes from this message on
+SPLIT_GAP_S = 0.02
 # Faults that answer the upgrade with plain HTTP: status line, body.
 HTTP_REFUSALS = {
     "503": (b"503 Service Unavailable", b""),
@@ -87,6 +99,7 @@ class Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.upgraded = False
         self.fault = "echo"
+        self.received = 0  # text messages received on this connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -153,6 +166,9 @@ class Conn(asyncio.Protocol):
             self.state.per_path[path] += 1
             n = self.state.per_path[path] - 1
             self.fault = "echo" if n % 2 == 0 else MIX[(n // 2) % len(MIX)]
+        elif parts == ["fault", "latermix"]:
+            self.state.per_path[path] += 1
+            self.fault = LATER_MIX[(self.state.per_path[path] - 1) % len(LATER_MIX)]
         elif len(parts) >= 2 and parts[0] == "fault":
             kind = parts[1]
             every = int(parts[2]) if len(parts) > 2 else 1
@@ -240,6 +256,20 @@ class Conn(asyncio.Protocol):
                 continue
             if self.fault == "swallow":
                 self.state.swallowed += 1
+                continue
+            self.received += 1
+            if self.fault == "closelater" and self.received == LATER_MESSAGE:
+                self.transport.write(frame(0x8, struct.pack("!H", 1001) + b"going away"))
+                self.transport.close()
+                return
+            if self.fault == "wronglater" and self.received == LATER_MESSAGE:
+                payload = bytearray(b'{"timestamp":0}')
+            if self.fault == "split" and self.received >= SPLIT_FROM:
+                self.state.messages += 1
+                whole = frame(0x1, bytes(payload))
+                self.transport.write(whole[:5])
+                loop = asyncio.get_running_loop()
+                loop.call_later(SPLIT_GAP_S, self.transport.write, whole[5:])
                 continue
             if self.fault == "close1001":
                 self.transport.write(frame(0x8, struct.pack("!H", 1001) + b"going away"))

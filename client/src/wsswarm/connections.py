@@ -97,6 +97,37 @@ class ClosedConn(ClientProtocol):
         return 0 if self.sent is None else 1
 
 
+class EngineConn(ClosedConn):
+    """Closed loop on the compiled hot path: after an echo read here, the engine takes over.
+
+    The Python path is the way in (the first echo of a connection) and the way back for
+    everything the engine ejects (see Worker.engine_ready); in between the transport is paused
+    and `wsswarm._engine` reads, times and answers the echoes on the same socket.
+    """
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        if data == self.sent and self.rest is None:
+            now = perf_counter_ns()
+            w = self.w
+            w.lat_append((now - self.sent_ns) // 1000)
+            if not w.sending:
+                self.sent = None
+                return
+            transport = self.transport
+            assert transport is not None
+            # Nothing of ours may wait in the transport's buffer once the engine writes on
+            # the socket directly; the frame sent just below is written out before its echo
+            # can arrive.
+            adopt = w.engine is not None and not transport.get_write_buffer_size()
+            self.send_next(now)
+            if adopt:
+                w.adopt(self)
+        else:
+            self.receive(data)
+
+
 class CompatConn(ClosedConn):
     """2017 semantics as well: latency = Date.now() - echoed timestamp, whole wall-clock ms."""
 

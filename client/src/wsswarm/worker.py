@@ -25,10 +25,10 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from time import perf_counter_ns
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from wsswarm import errors, latency
-from wsswarm.connections import ClosedConn, CompatConn, OpenConn
+from wsswarm.connections import ClosedConn, CompatConn, EngineConn, OpenConn
 from wsswarm.dialer import Dialer
 from wsswarm.formats import FORMAT_VERSION
 from wsswarm.wsclient import (
@@ -38,6 +38,9 @@ from wsswarm.wsclient import (
     masked_frame,
     server_frame,
 )
+
+if TYPE_CHECKING:
+    from wsswarm._engine import Engine
 
 COMPAT_BATCH = 3  # 2017: BATCH_SIZE
 COMPAT_BATCH_DELAY_S = 0.2  # 2017: BATCH_DELAY
@@ -75,6 +78,8 @@ class WorkerConfig:
     # --steps: per step this worker's connections and, in s after t0, the step's ramp start and
     # measured window (start, end); empty: one ramp to `connections`, the window from the master.
     steps: tuple[tuple[int, float, float, float], ...] = ()
+    # "compiled": the closed loop's echoes in wsswarm._engine (see hotpath.py); "python".
+    hot_path: str = "python"
 
 
 class Worker:
@@ -88,7 +93,13 @@ class Worker:
         self.mono_t0 = self.loop.time() + (cfg.t0 - time.time())
         self.host_header, self.path = host_and_path(cfg.url)
         self.listener_cls: type[ClosedConn] = (
-            OpenConn if cfg.mode == "open" else CompatConn if cfg.compat else ClosedConn
+            OpenConn
+            if cfg.mode == "open"
+            else CompatConn
+            if cfg.compat
+            else EngineConn
+            if cfg.hot_path == "compiled"
+            else ClosedConn
         )
         # Counters (cumulative unless said otherwise)
         self.attempted = 0
@@ -103,6 +114,8 @@ class Worker:
         self.errors: Counter[str] = Counter()
         self.lat = array("q")
         self.lat_append = self.lat.append
+        # The compiled closed loop (hot path "compiled"), made in run(); None: all in Python.
+        self.engine: Engine | None = None
         # One histogram for all ticks, emptied after each: allocated once, before the start
         # record (~0.8 MB with its encoder's buffer), not once a second.
         self.hist = latency.new_histogram()
@@ -170,6 +183,59 @@ class Worker:
         self.payload_ms = now_ms
         self.frame = masked_frame(TEXT, payload)
         self.echo = server_frame(TEXT, payload)
+
+    def engine_payload(self, now_ms: int) -> tuple[bytes, bytes]:
+        """The engine's way to the message of millisecond `now_ms`: the one Python sends too."""
+        if now_ms != self.payload_ms:
+            self.new_payload(now_ms)
+        return self.frame, self.echo
+
+    def adopt(self, conn: ClosedConn) -> None:
+        """Hand `conn`, its next message just sent, to the engine (its transport paused)."""
+        assert self.engine is not None
+        assert conn.transport is not None
+        conn.transport.pause_reading()
+        fd = conn.transport.get_extra_info("socket").fileno()
+        sent = conn.sent
+        assert sent is not None
+        self.engine.adopt(conn, fd, conn.sent_ns, sent)
+
+    def take_back(self, conn: ClosedConn, sent_ns: int, echo: bytes | None) -> None:
+        """`conn` leaves the engine: its message in flight and its reading back to Python."""
+        conn.sent = echo
+        conn.sent_ns = sent_ns
+        transport = conn.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def engine_ready(self) -> None:
+        """The engine's epoll is readable: it serves the ready connections; ejected ones
+        continue on the Python path with the bytes the engine read and did not process."""
+        assert self.engine is not None
+        try:
+            ejected = self.engine.poll()
+        except Exception as exc:  # a bug, or no memory: end the run loudly
+            self.loop.remove_reader(self.engine.fileno())
+            self._send(("fatal", f"worker {self.cfg.index}: engine: {type(exc).__name__}: {exc}"))
+            self.request_stop("error", f"engine: {type(exc).__name__}: {exc}")
+            return
+        if ejected is None:
+            return
+        for conn, data, sent_ns, echo, unsent in ejected:
+            self.take_back(conn, sent_ns, echo)
+            if unsent:
+                conn.transport.write(unsent)
+            if data:
+                conn.data_received(data)
+
+    def release_engine(self) -> None:
+        """Every connection back to the Python path (the drain runs there)."""
+        engine = self.engine
+        if engine is None:
+            return
+        self.loop.remove_reader(engine.fileno())
+        for conn, sent_ns, echo in engine.release_all():
+            self.take_back(conn, sent_ns, echo)
 
     def on_open(self, conn: ClosedConn) -> None:
         self.opened += 1
@@ -342,6 +408,10 @@ class Worker:
     def fold(self) -> None:
         """Move the raw latencies recorded so far into the tick's histogram."""
         values = self.lat
+        engine = self.engine
+        if engine is not None:
+            values.frombytes(engine.take_latencies())
+            self.sent_total += engine.take_sent()
         if not values:
             return
         self.lat = array("q")
@@ -367,6 +437,8 @@ class Worker:
         self.tick_rt, self.tick_lat_sum_us, self.tick_touched = 0, 0, set()
         self.rt_total += rt
         self.wall_offset_ns = time.time_ns() - perf_counter_ns()
+        if self.engine is not None:
+            self.engine.wall_offset_ns = self.wall_offset_ns
         self.lat_sum_us += lat_sum
         mean_us = lat_sum / rt if rt else None
         record = {
@@ -480,6 +552,7 @@ class Worker:
     async def drain(self) -> None:
         """Stop sending, wait (bounded) for the echoes in flight, then close politely."""
         self.sending = False
+        self.release_engine()
         self.dialer.cancel_all()
         deadline = self.loop.time() + self.cfg.drain_timeout
         while self.loop.time() < deadline and any(c.in_flight() for c in self.conns):
@@ -507,6 +580,7 @@ class Worker:
                     "label": cfg.label,
                     "url": cfg.url,
                     "params": cfg.params,
+                    "hot_path": "compiled" if self.listener_cls is EngineConn else "python",
                     "t": round(time.time(), 4),
                     # Before any connection, with the loop, this object and its histogram
                     # allocated: the baseline of the memory the connections add.
@@ -519,6 +593,11 @@ class Worker:
                 self.loop.add_signal_handler(sig, self.request_stop, "interrupted", "SIGTERM")
             if cfg.compat:
                 _say("Worker started!")
+            if self.listener_cls is EngineConn:
+                from wsswarm._engine import Engine  # noqa: PLC0415 - only on this hot path
+
+                self.engine = Engine(self.engine_payload, self.wall_offset_ns)
+                self.loop.add_reader(self.engine.fileno(), self.engine_ready)
             self.tick_last = time.time()
             self.cpu_last = time.process_time()
             helpers = [self.loop.create_task(self.ticker()), self.loop.create_task(self.folder())]
@@ -552,6 +631,9 @@ class Worker:
                     "done": self.ramp_done_at,
                 },
             }
+            if self.engine is not None:
+                # How often the compiled loop handed a connection back to Python.
+                end["engine_ejected"] = self.engine.ejected
             self.write(end)
             self._send(("end", end))
         finally:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wsswarm import dialer, limits, slo
+from wsswarm import dialer, hotpath, limits, slo
 from wsswarm.run.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_WRONG_TARGET, UsageError
 from wsswarm.run.master import Master
 from wsswarm.run.target import RUN_TOKEN_HEADER, check_run_token, probe, resolve
@@ -217,6 +217,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "(exit 2); warn: say so and run anyway (to provoke EMFILE or EADDRNOTAVAIL on purpose)",
     )
     expert.add_argument(
+        "--hot-path",
+        choices=hotpath.CHOICES,
+        default="auto",
+        help="closed loop: compiled (wsswarm._engine, C), python, or auto: compiled when "
+        "importable (said at start); --compat and --mode open run in Python",
+    )
+    expert.add_argument(
         "--rlimit-nofile",
         type=_positive_int,
         default=None,
@@ -296,6 +303,10 @@ def check_source_addresses(addresses: list[str], family: int) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         validate(args)
+        try:
+            hot_path = hotpath.resolve(args.hot_path, mode=args.mode, compat=args.compat)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         target = resolve(args.url)
         check_source_addresses(args.source_address, target.family)
         problems: list[str] = []
@@ -327,7 +338,7 @@ def main(args: argparse.Namespace) -> int:
     if refusal is not None:
         print(f"wsswarm run: {refusal.message}", file=sys.stderr)
         return refusal.exit_code
-    master = Master(args, target)
+    master = Master(args, target, hot_path)
 
     def on_signal(signum: int, _frame: Any) -> None:
         master.stop("interrupted", f"stopped by {signal.Signals(signum).name}")

@@ -44,9 +44,13 @@ class WorkerState:
 
 
 class Master:
-    def __init__(self, args: argparse.Namespace, target: Target) -> None:
+    def __init__(
+        self, args: argparse.Namespace, target: Target, hot_path: tuple[str, str] = ("python", "")
+    ) -> None:
         self.args = args
         self.target = target
+        # ("compiled" or "python", the console line saying which and why): hotpath.resolve.
+        self.hot_path, self.hot_path_line = hot_path
         self.params = {
             key: (str(value) if isinstance(value, Path) else value)
             for key, value in vars(args).items()
@@ -109,6 +113,7 @@ class Master:
                 mode=args.mode,
                 rate=args.rate or 0.0,
                 compat=args.compat,
+                hot_path=self.hot_path,
                 connect_timeout=args.connect_timeout,
                 reconnect=args.reconnect,
                 out_dir=str(args.out) if args.out else None,
@@ -383,6 +388,8 @@ class Master:
             if not args.steps:  # the workers know the steps' windows from their config
                 self.broadcast(("measure", window))
         self.console.started(args, self.t0, window)
+        if self.hot_path_line and not args.compat:
+            self.console.plain(self.hot_path_line)
         late = time.time() - self.t0
         too_late = window_missed(window, self.t0, time.time())
         if too_late:
