@@ -109,6 +109,16 @@ if [ "$have" != "$want" ] && [ "$have" != "$(venv_hash dev)" ]; then
     [ -x .venv/bin/python ] || $python -m venv .venv
     .venv/bin/pip install -q --upgrade pip 2>/dev/null || true
     pip_quiet .venv/bin/pip install -q -r "requirements/$toolset.txt"
+    echo "$want" > "$stamp"
+fi
+# server/ and client/ editable; their C extensions are compiled in place, and again whenever a C
+# source or a build file changes, so that the tests run the C code of the checkout.
+stamp=.venv/.echolab-kit-stamp
+want=$( { find server/src client/src -type f \( -name '*.c' -o -name '*.h' \) -print0
+          find server client -maxdepth 1 -type f \( -name setup.py -o -name pyproject.toml \) -print0
+        } | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing server/ and client/ editable, compiling their C extensions"
     pip_quiet .venv/bin/pip install -q --no-deps -e server -e client
     echo "$want" > "$stamp"
 fi
