@@ -30,9 +30,10 @@ def wstest() -> Path:
 @pytest.mark.parametrize(
     ("backend", "workers"),
     # --workers 2 once, with the default backend: the workers share the port, the protocol
-    # code is the same.
-    [("picows", 1), ("websockets", 1), ("picows", 2)],
-    ids=["picows", "websockets", "picows-2-workers"],
+    # code is the same. "picows" runs the compiled hot path; "picows-python" is the pure-Python
+    # fallback that a wheel built without a compiler runs.
+    [("picows", 1), ("picows-python", 1), ("websockets", 1), ("picows", 2)],
+    ids=["picows", "picows-python", "websockets", "picows-2-workers"],
 )
 def test_autobahn_fuzzingclient(
     wstest: Path, start_service: Callable[..., Any], backend: str, workers: int, tmp_path: Path

@@ -128,13 +128,15 @@ def test_hardening_settings(host: Any, name: str, app: str, port: int) -> None:
     assert cfg["Memory"] == MEMORY_MIB[app] * 1024 * 1024
 
 
-def test_wsecho_runs_with_the_connection_limit(host: Any) -> None:
-    """wsecho got --max-connections from the role: its start line says so."""
+def test_wsecho_runs_with_the_connection_limit_on_the_compiled_hot_path(host: Any) -> None:
+    """wsecho got --max-connections from the role, and the image's wheel carries the engine
+    compiled for the image's Python: its start line says both."""
     args = inspect(host, "echolab-wsecho")["Args"]
     assert "--max-connections" in args, args
     assert args[args.index("--max-connections") + 1] == "12345"
     logs = host.run("docker logs echolab-wsecho")
     assert "max_connections=12345" in logs.stdout + logs.stderr
+    assert "hot_path=compiled" in logs.stdout + logs.stderr
 
 
 @pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)

@@ -132,6 +132,8 @@ def test_metrics_show_wsecho(host) -> None:
     assert "wsecho_connections_current" in metrics
     assert "wsecho_process_resident_memory_bytes" in metrics
     assert "wsecho_workers 1" in metrics.splitlines()  # one worker per vCPU
+    # The guest's wheel carries the engine compiled for the guest's Python.
+    assert 'wsecho_hot_path_info{hot_path="compiled"} 1' in metrics.splitlines()
 
 
 def test_websocket_echo(host) -> None:
