@@ -429,6 +429,9 @@ class WsswarmDriver:
 
     name = "wsswarm"
 
+    def __init__(self, hot_path: str | None = None) -> None:
+        self.hot_path = hot_path  # wsswarm run --hot-path; None: its default (auto)
+
     def command(self, load: Load, out: Path) -> list[str]:
         return [
             venv_bin("wsswarm"),
@@ -437,6 +440,7 @@ class WsswarmDriver:
             *("--processes", str(load.processes), "--connect-rate", str(load.connect_rate)),
             *("--warmup", str(load.warmup), "--duration", str(load.duration)),
             *("--out", str(out), "--label", "bench"),
+            *(("--hot-path", self.hot_path) if self.hot_path else ()),
         ]
 
     def result(self, out: Path, log: Path) -> LoadResult:

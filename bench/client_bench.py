@@ -1,9 +1,10 @@
 """Client benchmark: one `wsswarm run` process against the 2017 node.js client, one core each.
 
 A fast echo server runs alone on CPU 0; each client runs alone on CPU 1 with one worker and
-drives it at each connection count. One table: round-trips/s, latency, client CPU, round-trips
-per client-core-second, client memory per connection, and wsswarm's ratios to the 2017 client.
-See bench/README.md.
+drives it at each connection count: the 2017 client, wsswarm on its compiled hot path
+(`wsswarm`) and on its Python one (`wsswarm-python`). One table: round-trips/s, latency, client
+CPU, round-trips per client-core-second, client memory per connection, and the ratios to the
+2017 client. See bench/README.md.
 
     .venv/bin/python bench/client_bench.py [--connections 1000,10000] [--duration 10]
 """
@@ -39,7 +40,9 @@ from _benchlib import (
     table,
 )
 
-CLIENTS = ("node-2017", "wsswarm")
+CLIENTS = ("node-2017", "wsswarm", "wsswarm-python")
+# wsswarm run --hot-path of each wsswarm row.
+HOT_PATHS = {"wsswarm": "compiled", "wsswarm-python": "python"}
 REFERENCE = "node-2017"
 SERVERS = ("wsecho-picows", "node-ws")
 
@@ -80,6 +83,15 @@ def wsswarm_per_connection(out: Path, sampler: TreeSampler, result: LoadResult) 
     return grown / opened if opened else None
 
 
+def check_hot_path(out: Path, wanted: str) -> None:
+    """Every worker ran the hot path asked for (its start record says which)."""
+    for path in sorted(out.glob("worker-*.jsonl")):
+        with path.open() as f:
+            ran = json.loads(f.readline()).get("hot_path")
+        if ran != wanted:
+            raise BenchError(f"{path.name} ran hot path {ran!r}, not {wanted!r}")
+
+
 def measure(client: str, load: Load, server_name: str, work: Path) -> Row:
     row = Row(client, load.connections)
     out = work / f"{client}-{load.connections}"
@@ -87,10 +99,15 @@ def measure(client: str, load: Load, server_name: str, work: Path) -> Row:
     try:
         with serving(server_name, out) as (server, port):
             load.url = f"ws://127.0.0.1:{port}/"
-            if client == "wsswarm":
+            if client in HOT_PATHS:
                 result, sampler, (srv,) = run_driver(
-                    WsswarmDriver(), load, out, samplers_for=[server.pid], interval=0.05
+                    WsswarmDriver(HOT_PATHS[client]),
+                    load,
+                    out,
+                    samplers_for=[server.pid],
+                    interval=0.05,
                 )
+                check_hot_path(out, HOT_PATHS[client])
                 row.per_conn = wsswarm_per_connection(out, sampler, result)
             else:
                 node_env = ensure_node_ws()

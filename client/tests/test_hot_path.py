@@ -8,6 +8,7 @@ echoes go wrong only after the engine owns them.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import time
 from array import array
@@ -16,7 +17,7 @@ from time import perf_counter_ns
 from typing import Any
 
 import pytest
-from wsswarm import hotpath
+from wsswarm import hotpath, latency
 from wsswarm.wsclient import TEXT, masked_frame, server_frame
 
 # Fixture types live in conftest.py, which importlib mode does not let us import: alias them.
@@ -202,3 +203,23 @@ def test_echoes_that_go_wrong_late_are_counted_on_both_paths(
         assert end["engine_ejected"] == 2 + 2 + 2
     else:
         assert "engine_ejected" not in end
+
+
+def test_compiled_fold_equals_the_python_fold() -> None:
+    """hdr_counts in the fold: the same histogram as latency.py's loop and hdrh's record_value,
+    values out of range (0, negative, above an hour) clamped alike."""
+    rng = random.Random(11)
+    values = array("q", [rng.choice([-5, 0, 1, 2047, 2048, 3_600_000_001]) for _ in range(60)])
+    values.extend(int(rng.lognormvariate(8, 2)) for _ in range(5000))
+    values.extend([900] * 300)  # a run of one index
+    compiled, python, reference = (latency.new_histogram() for _ in range(3))
+    touched = latency.record_bulk(compiled, values, _engine.hdr_counts)
+    assert sorted(touched) == sorted(latency.record_bulk(python, values))
+    for value in values:
+        reference.record_value(min(max(value, 1), 3_600_000_000))
+    assert list(compiled.counts) == list(python.counts) == list(reference.counts)
+    assert compiled.get_total_count() == reference.get_total_count() == len(values)
+    assert compiled.get_min_value() == reference.get_min_value() == 1
+    assert compiled.get_max_value() == reference.get_max_value()
+    assert latency.encode(compiled) == latency.encode(python)
+    assert latency.record_bulk(latency.new_histogram(), array("q"), _engine.hdr_counts) == []

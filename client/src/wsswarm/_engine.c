@@ -443,11 +443,97 @@ static PyTypeObject EngineType = {
     .tp_members = Engine_members,
 };
 
+PyDoc_STRVAR(hdr_counts_doc,
+"hdr_counts(values, lowest, highest, sub_bucket_mask, sub_bucket_bits, half_count_magnitude,\n"
+"           half_count) -> (counts, lo, hi)\n--\n\n"
+"The HdrHistogram counts index of each value of `values` (a buffer of int64, e.g. array('q')),\n"
+"clamped to [lowest, highest], as wsswarm.latency's Python loop computes it: {index: count},\n"
+"the smallest and the largest clamped value. Only for a unit magnitude of 0.");
+
+static PyObject *
+hdr_counts(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    long long lowest, highest, mask;
+    int bits, half_magnitude;
+    long long half_count;
+    if (!PyArg_ParseTuple(args, "y*LLLiiL", &view, &lowest, &highest, &mask, &bits,
+                          &half_magnitude, &half_count))
+        return NULL;
+    PyObject *counts = NULL, *result = NULL;
+    if (view.itemsize != (Py_ssize_t)sizeof(int64_t) || view.len % (Py_ssize_t)sizeof(int64_t) ||
+        lowest < 1 || highest < lowest || bits < 1 || bits > 62) {
+        PyErr_SetString(PyExc_ValueError, "hdr_counts: int64 values and a valid shape needed");
+        goto done;
+    }
+    counts = PyDict_New();
+    if (counts == NULL)
+        goto done;
+    const int64_t *values = view.buf;
+    Py_ssize_t n = view.len / (Py_ssize_t)sizeof(int64_t);
+    long long lo = highest, hi = 0;
+    /* Runs of the same index (latencies cluster) are added to the dict once per run. */
+    long long run_index = -1, run_count = 0;
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        long long index = -1;
+        if (i < n) {
+            long long value = values[i];
+            if (value < lowest)
+                value = lowest;
+            else if (value > highest)
+                value = highest;
+            if (value < lo)
+                lo = value;
+            if (value > hi)
+                hi = value;
+            /* (value | mask).bit_length() - bits */
+            int bucket = (64 - __builtin_clzll((unsigned long long)(value | mask))) - bits;
+            index = ((long long)(bucket + 1) << half_magnitude) + (value >> bucket) - half_count;
+            if (index == run_index) {
+                run_count++;
+                continue;
+            }
+        }
+        if (run_count) {
+            PyObject *key = PyLong_FromLongLong(run_index);
+            if (key == NULL)
+                goto done;
+            PyObject *old = PyDict_GetItemWithError(counts, key);
+            long long total = run_count;
+            if (old != NULL)
+                total += PyLong_AsLongLong(old);
+            else if (PyErr_Occurred()) {
+                Py_DECREF(key);
+                goto done;
+            }
+            PyObject *value = PyLong_FromLongLong(total);
+            int rc = value == NULL ? -1 : PyDict_SetItem(counts, key, value);
+            Py_DECREF(key);
+            Py_XDECREF(value);
+            if (rc < 0)
+                goto done;
+        }
+        run_index = index;
+        run_count = 1;
+    }
+    result = Py_BuildValue("(OLL)", counts, lo, hi);
+done:
+    Py_XDECREF(counts);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef module_methods[] = {
+    {"hdr_counts", hdr_counts, METH_VARARGS, hdr_counts_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef engine_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "wsswarm._engine",
     .m_doc = "The compiled closed loop of a wsswarm worker.",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC

@@ -16,3 +16,14 @@ class Engine:
     def take_latencies(self) -> bytes: ...
     def take_sent(self) -> int: ...
     def fileno(self) -> int: ...
+
+def hdr_counts(
+    values: Any,
+    lowest: int,
+    highest: int,
+    sub_bucket_mask: int,
+    sub_bucket_bits: int,
+    half_count_magnitude: int,
+    half_count: int,
+    /,
+) -> tuple[dict[int, int], int, int]: ...

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -52,21 +52,30 @@ def _check_shape() -> None:
 _check_shape()
 
 
-def record_bulk(hist: Any, values_us: Iterable[int]) -> list[int]:
+# wsswarm._engine.hdr_counts: the loop of `record_bulk` in C (the compiled hot path's fold).
+CountsOf = Callable[..., tuple[dict[int, int], int, int]]
+
+
+def record_bulk(
+    hist: Any, values_us: Iterable[int], counts_of: CountsOf | None = None
+) -> list[int]:
     """Add raw latencies (µs) to `hist`, exactly as `record_value` one by one would.
 
-    Returns the counts indexes it touched (for `clear`).
+    `counts_of` is `wsswarm._engine.hdr_counts` (values then an array('q')): the same counts,
+    computed in C. Returns the counts indexes it touched (for `clear`).
     """
-    counts: Counter[int] = Counter()
-    lo = HIGHEST_US
-    hi = 0
-    for raw in values_us:
-        # A 0 µs round trip cannot happen, nor one above an hour: clamp rather than drop.
-        value = LOWEST_US if raw < LOWEST_US else min(raw, HIGHEST_US)
-        bucket = (value | _SUB_BUCKET_MASK).bit_length() - _SUB_BUCKET_BITS
-        counts[((bucket + 1) << _HALF_COUNT_MAGNITUDE) + (value >> bucket) - _HALF_COUNT] += 1
-        lo = min(lo, value)
-        hi = max(hi, value)
+    if counts_of is not None:
+        counts, lo, hi = counts_of(
+            values_us,
+            LOWEST_US,
+            HIGHEST_US,
+            _SUB_BUCKET_MASK,
+            _SUB_BUCKET_BITS,
+            _HALF_COUNT_MAGNITUDE,
+            _HALF_COUNT,
+        )
+    else:
+        counts, lo, hi = _counts(values_us)
     if not counts:
         return []
     hist_counts = hist.counts
@@ -78,6 +87,21 @@ def record_bulk(hist: Any, values_us: Iterable[int]) -> list[int]:
     hist.min_value = min(hist.min_value, lo)
     hist.max_value = max(hist.max_value, hi)
     return list(counts)
+
+
+def _counts(values_us: Iterable[int]) -> tuple[dict[int, int], int, int]:
+    """{counts index: count}, smallest and largest value (clamped) of raw latencies."""
+    counts: Counter[int] = Counter()
+    lo = HIGHEST_US
+    hi = 0
+    for raw in values_us:
+        # A 0 µs round trip cannot happen, nor one above an hour: clamp rather than drop.
+        value = LOWEST_US if raw < LOWEST_US else min(raw, HIGHEST_US)
+        bucket = (value | _SUB_BUCKET_MASK).bit_length() - _SUB_BUCKET_BITS
+        counts[((bucket + 1) << _HALF_COUNT_MAGNITUDE) + (value >> bucket) - _HALF_COUNT] += 1
+        lo = min(lo, value)
+        hi = max(hi, value)
+    return counts, lo, hi
 
 
 def clear(hist: Any, touched: Iterable[int]) -> None:

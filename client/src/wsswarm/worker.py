@@ -116,6 +116,8 @@ class Worker:
         self.lat_append = self.lat.append
         # The compiled closed loop (hot path "compiled"), made in run(); None: all in Python.
         self.engine: Engine | None = None
+        # Its fold in C too (wsswarm._engine.hdr_counts); None: latency.py's Python loop.
+        self.counts_of: latency.CountsOf | None = None
         # One histogram for all ticks, emptied after each: allocated once, before the start
         # record (~0.8 MB with its encoder's buffer), not once a second.
         self.hist = latency.new_histogram()
@@ -416,7 +418,7 @@ class Worker:
             return
         self.lat = array("q")
         self.lat_append = self.lat.append
-        self.tick_touched.update(latency.record_bulk(self.hist, values))
+        self.tick_touched.update(latency.record_bulk(self.hist, values, self.counts_of))
         self.tick_rt += len(values)  # one latency per round trip
         self.tick_lat_sum_us += sum(values)
 
@@ -594,9 +596,10 @@ class Worker:
             if cfg.compat:
                 _say("Worker started!")
             if self.listener_cls is EngineConn:
-                from wsswarm._engine import Engine  # noqa: PLC0415 - only on this hot path
+                from wsswarm._engine import Engine, hdr_counts  # noqa: PLC0415 - this path only
 
                 self.engine = Engine(self.engine_payload, self.wall_offset_ns)
+                self.counts_of = hdr_counts
                 self.loop.add_reader(self.engine.fileno(), self.engine_ready)
             self.tick_last = time.time()
             self.cpu_last = time.process_time()
