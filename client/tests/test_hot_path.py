@@ -24,12 +24,19 @@ from wsswarm.wsclient import TEXT, masked_frame, server_frame
 FaultServer = Any
 RunResult = Any
 
-# A pure build (WSSWARM_PURE=1) has no engine by design; everywhere else a missing one is a
-# broken build and must fail here, not be skipped.
-if os.environ.get("WSSWARM_PURE", "") not in ("", "0"):
-    _engine = pytest.importorskip("wsswarm._engine")
-else:
+# A pure build (WSSWARM_PURE=1) has no engine by design: its tests are skipped there, and the
+# Python path and the fallback are tested. Everywhere else a missing engine is a broken build
+# and fails here, not skipped.
+PURE = os.environ.get("WSSWARM_PURE", "") not in ("", "0")
+try:
     from wsswarm import _engine
+except ImportError:
+    if not PURE:
+        raise
+    _engine = None  # type: ignore[assignment]
+needs_engine = pytest.mark.skipif(
+    _engine is None, reason="WSSWARM_PURE=1: built without wsswarm._engine"
+)
 
 
 class Payloads:
@@ -88,6 +95,7 @@ def adopted(
     return engine, payloads, conn, echo, sent_ns
 
 
+@needs_engine
 def test_engine_times_an_exact_echo_and_sends_the_current_message(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
@@ -115,6 +123,7 @@ def test_engine_times_an_exact_echo_and_sends_the_current_message(
     assert engine.ejected == 0
 
 
+@needs_engine
 def test_engine_ejects_a_split_echo_with_the_bytes_it_read(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
@@ -133,6 +142,7 @@ def test_engine_ejects_a_split_echo_with_the_bytes_it_read(
     assert engine.poll() is None
 
 
+@needs_engine
 def test_engine_ejects_a_wrong_echo_and_end_of_stream(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
@@ -149,6 +159,7 @@ def test_engine_ejects_a_wrong_echo_and_end_of_stream(
     assert engine.take_sent() == 0
 
 
+@needs_engine
 def test_engine_gives_every_connection_back(pair: tuple[socket.socket, socket.socket]) -> None:
     """release_all: each connection with its message in flight; adopting twice is refused."""
     engine, _payloads, conn, echo, sent_ns = adopted(pair)
@@ -161,8 +172,18 @@ def test_engine_gives_every_connection_back(pair: tuple[socket.socket, socket.so
 
 
 def test_compiled_is_refused_where_it_cannot_run() -> None:
-    """--hot-path compiled with --compat or the open loop is a usage error; auto says why."""
-    assert hotpath.resolve("auto", mode="closed", compat=False)[0] == "compiled"
+    """--hot-path compiled with --compat, the open loop or no engine is a usage error; auto
+    falls back to Python and says why."""
+    if _engine is None:
+        path, line = hotpath.resolve("auto", mode="closed", compat=False)
+        assert (path, line.split(":")[:2]) == (
+            "python",
+            ["hot path", " python (wsswarm._engine not importable"],
+        )
+        with pytest.raises(ValueError, match="not importable"):
+            hotpath.resolve("compiled", mode="closed", compat=False)
+    else:
+        assert hotpath.resolve("auto", mode="closed", compat=False)[0] == "compiled"
     assert hotpath.resolve("python", mode="closed", compat=False)[0] == "python"
     with pytest.raises(ValueError, match="--compat"):
         hotpath.resolve("compiled", mode="closed", compat=True)
@@ -174,7 +195,7 @@ def test_compiled_is_refused_where_it_cannot_run() -> None:
     )
 
 
-@pytest.mark.parametrize("path", ["compiled", "python"])
+@pytest.mark.parametrize("path", [pytest.param("compiled", marks=needs_engine), "python"])
 def test_echoes_that_go_wrong_late_are_counted_on_both_paths(
     path: str, fault_server: Callable[..., FaultServer], wsswarm: Callable[..., RunResult]
 ) -> None:
@@ -205,6 +226,7 @@ def test_echoes_that_go_wrong_late_are_counted_on_both_paths(
         assert "engine_ejected" not in end
 
 
+@needs_engine
 def test_compiled_fold_equals_the_python_fold() -> None:
     """hdr_counts in the fold: the same histogram as latency.py's loop and hdrh's record_value,
     values out of range (0, negative, above an hour) clamped alike."""
