@@ -202,6 +202,7 @@ def lab(controller: Controller, controller_become_trap: str) -> Iterator[Path]:
     host = {
         "ansible_connection": "community.docker.docker",
         "ansible_python_interpreter": "/usr/bin/python3",
+        "ansible_pipelining": True,
     }
     (inv / "hosts.yml").write_text(
         json.dumps(
