@@ -56,3 +56,14 @@ def test_installed_without_an_index(host) -> None:
     assert "Starting new HTTP" not in text
     assert "Looking in indexes" not in text
     assert host.run(f"{VENV}/bin/python -c 'import wsswarm, uvloop, hdrh, psutil'").rc == 0
+
+
+def test_wsswarm_has_its_engine_compiled_for_the_hosts_python(host) -> None:
+    """The wheelhouse compiled wsswarm for this host's Python (its wheel's tag says so), and
+    the installed package imports its compiled closed loop."""
+    version = host.check_output(f"{VENV}/bin/python -c 'import sys; print(*sys.version_info[:2])'")
+    cp = "cp" + "".join(version.split())
+    wheels = [n for n in host.file("/opt/echolab/wheelhouse").listdir() if n.startswith("wsswarm-")]
+    assert len(wheels) == 1, wheels
+    assert wheels[0].endswith(f"-{cp}-{cp}-linux_x86_64.whl"), wheels
+    assert host.run(f"{VENV}/bin/python -c 'import wsswarm._engine'").rc == 0
