@@ -216,11 +216,35 @@ def test_host_tuning_client_share_port_check(play: Run, tuning_vars: dict[str, o
         assert "ephemeral ports" not in play(_role("host_tuning"), check=True, **args).stdout
 
 
+def test_host_tuning_open_files_check_counts_one_wsswarm_process(
+    play: Run, tuning_vars: dict[str, object]
+) -> None:
+    """A client share is held by host_tuning_client_processes wsswarm processes, so a process
+    needs files for its part only: 2,000,000 connections in one process are above every host's
+    per-process ceiling (fs.nr_open is 1,048,576 at most by default) and refused, naming the
+    split; over 200 processes each needs 10,000, which fits with or without CAP_SYS_RESOURCE."""
+    share = {
+        **tuning_vars,
+        "host_tuning_fd_headroom": 0,
+        "host_tuning_client_connections": 2_000_000,
+        "host_tuning_server_connections": 0,
+        "host_tuning_source_addresses": 32,
+    }
+    refused = play(_role("host_tuning"), check=True, **share)
+    assert refused.returncode != 0
+    assert "open files: a process needs 2000000" in refused.stdout
+    assert "client share over 1 wsswarm process(es)" in refused.stdout
+    split = play(_role("host_tuning"), check=True, **share, host_tuning_client_processes=200)
+    assert split.returncode == 0, split.stdout[-3000:]
+    assert "open files" not in split.stdout
+
+
 @pytest.mark.parametrize(
     ("entry", "bad", "message"),
     [
         ("main", {"host_tuning_client_connections": "lots"}, "host_tuning_client_connections"),
         ("main", {"host_tuning_source_addresses": 0}, "host_tuning got invalid input"),
+        ("main", {"host_tuning_client_processes": 0}, "host_tuning got invalid input"),
         (
             "main",
             {"host_tuning_server_connections": 0, "host_tuning_client_connections": 0},
