@@ -16,12 +16,13 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -571,6 +572,30 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(headers), sep, *(line(r) for r in rows)])
 
 
+def paired_ratios(
+    values: Mapping[int, float | None], references: Mapping[int, float | None]
+) -> list[float]:
+    """value / reference of every round (the keys) in which both were measured, in round order.
+
+    A round whose window failed or measured nothing (None or 0) on either side gives no pair:
+    a ratio is only ever taken between two windows of the same round.
+    """
+    return [
+        value / ref for r, value in sorted(values.items()) if value and (ref := references.get(r))
+    ]
+
+
+def median_range(values: Sequence[float], number: str = "{:.2f}", unit: str = "x") -> str:
+    """`median (min-max)`, e.g. `1.02x (0.95-1.10)`; the median alone for one value, `-` for
+    none. `number` formats each value, `unit` follows the median."""
+    if not values:
+        return "-"
+    median = number.format(statistics.median(values)) + unit
+    if len(values) == 1:
+        return median
+    return f"{median} ({number.format(min(values))}-{number.format(max(values))})"
+
+
 def parse_int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -594,21 +619,44 @@ class BenchRow(Protocol):
 R = TypeVar("R", bound=BenchRow)
 
 
+def round_order(names: Sequence[str], round_number: int) -> list[str]:
+    """The order of `names` in round `round_number` (1, 2, ...): as given in odd rounds, reversed in
+    even ones (ABC, CBA, ABC, ...). Over each pair of rounds every name then sits at the same mean
+    time, so a drift of the machine that is linear in time falls on every name alike."""
+    return list(names) if round_number % 2 else list(reversed(names))
+
+
+def schedule(
+    cells: Sequence[Sequence[str]], connections: Sequence[int], rounds: int
+) -> list[tuple[int, int, str]]:
+    """(connections, round, name) in the order measured: at each connection count, cell by cell,
+    every name of the cell once per round, in `round_order`."""
+    return [
+        (n, r, name)
+        for n in connections
+        for cell in cells
+        for r in range(1, rounds + 1)
+        for name in round_order(cell, r)
+    ]
+
+
 @dataclass
 class Matrix(Generic[R]):
-    """One benchmark invocation: every name at every connection count, then one table.
+    """One benchmark invocation: every name of every cell at every connection count, `rounds`
+    times, interleaved within the cell (`schedule`); then one table.
 
-    `measure(name, connections, work_dir)` runs one row; `status(row)` is its progress line;
-    `render(rows)` the table; `as_json(row)` the row in the `--json` file.
+    `measure(name, connections, round, work_dir)` runs one window; `status(row)` is its progress
+    line; `render(rows)` the tables; `as_json(row)` the row in the `--json` file.
     """
 
     script: str  # e.g. "bench/client_bench.py", for the command line printed above the table
-    names: Sequence[str]
+    cells: Sequence[Sequence[str]]  # names compared with each other, measured interleaved
     connections: Sequence[int]
-    measure: Callable[[str, int, Path], R]
+    measure: Callable[[str, int, int, Path], R]
     status: Callable[[R], str]
     render: Callable[[list[R]], str]
     as_json: Callable[[R], dict[str, Any]]
+    rounds: int = 1
 
 
 def run_matrix(
@@ -619,27 +667,31 @@ def run_matrix(
     keep: bool,
     json_path: Path | None,
 ) -> int:
-    """Run the rows in order, print progress, the table and write --json; the exit code.
+    """Run the windows in `schedule` order, print progress, the tables and write --json; the
+    exit code.
 
-    0 when every row ran, 1 when one failed (the table says which and why), 130 when
-    interrupted (Ctrl-C or SIGTERM: the table holds the rows completed so far). The work
-    directory is removed unless `keep`.
+    0 when every window ran, 1 when one failed (the table says which and why), 130 when
+    interrupted (Ctrl-C or SIGTERM: the table holds the windows completed so far). Each round
+    works in its own directory, removed at the end unless `keep`.
     """
     prefix = Path(matrix.script).stem.replace("_", "-")
     work = Path(tempfile.mkdtemp(prefix=f"echolab-{prefix}-"))
     rows: list[R] = []
     interrupted = False
+    began = time.monotonic()
     try:
-        for connections in matrix.connections:
-            for name in matrix.names:
-                t = time.monotonic()
-                row = matrix.measure(name, connections, work)
-                rows.append(row)
-                status = row.error or matrix.status(row)
-                print(
-                    f"  {name} at {connections:,}: {status} ({time.monotonic() - t:.0f} s)",
-                    flush=True,
-                )
+        for connections, round_number, name in schedule(
+            matrix.cells, matrix.connections, matrix.rounds
+        ):
+            t = time.monotonic()
+            row = matrix.measure(name, connections, round_number, work / f"round-{round_number}")
+            rows.append(row)
+            status = row.error or matrix.status(row)
+            where = f", round {round_number}/{matrix.rounds}" if matrix.rounds > 1 else ""
+            print(
+                f"  {name} at {connections:,}{where}: {status} ({time.monotonic() - t:.0f} s)",
+                flush=True,
+            )
     except (KeyboardInterrupt, Interrupted):
         print("interrupted: the table holds the runs completed so far", file=sys.stderr)
         interrupted = True
@@ -650,7 +702,7 @@ def run_matrix(
             shutil.rmtree(work, ignore_errors=True)
     print()
     cmd = " ".join([matrix.script, *(argv if argv is not None else sys.argv[1:])])
-    print(f"{started:%Y-%m-%d %H:%M} UTC, `{cmd}`")
+    print(f"{started:%Y-%m-%d %H:%M} UTC, `{cmd}`, {time.monotonic() - began:.0f} s")
     print(matrix.render(rows))
     if json_path is not None:
         json_path.write_text(json.dumps([matrix.as_json(r) for r in rows], indent=2))

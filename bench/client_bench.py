@@ -247,9 +247,9 @@ def main(argv: list[str] | None = None) -> int:
 
     matrix = Matrix(
         script="bench/client_bench.py",
-        names=CLIENTS,
+        cells=[CLIENTS],
         connections=args.connections,
-        measure=lambda name, n, work: measure(name, load(n), args.server, work),
+        measure=lambda name, n, _round, work: measure(name, load(n), args.server, work),
         status=lambda row: (
             f"{row.load.roundtrips_per_s:,.0f} rt/s at {100 * (row.client_cpu or 0):.0f}% "
             "client CPU"

@@ -3,11 +3,13 @@ against node.js `ws` and a C epoll ceiling.
 
 Each server runs alone on CPU 0; each client drives it from CPU 1 at each connection count
 (wsswarm and the 2017 node.js client: a more efficient client changes the server's batching).
-One table: round-trips/s, latency, server CPU and RSS, round-trips per server-core-second, and
-every server's ratios to the C ceiling (`ceiling/ws_echo.c`) and to node.js `ws`, both measured
-in the same invocation with the same client. See bench/README.md.
+A cell (client, connection count) measures every server once per round, `--rounds` times, the
+order reversed every other round (ABCD, DCBA, ...); each server's ratios to the C ceiling
+(`ceiling/ws_echo.c`) and to node.js `ws` are taken between windows of the same round. Two
+tables: every window, then per cell and server the medians over the rounds with their range.
+See bench/README.md.
 
-    .venv/bin/python bench/server_bench.py [--connections 1000,10000] [--duration 10]
+    .venv/bin/python bench/server_bench.py [--connections 1000,10000] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from _benchlib import (
     check_machine,
     ensure_node_ws,
     fd_limit,
+    median_range,
+    paired_ratios,
     parse_int_list,
     ratio,
     run_driver,
@@ -52,6 +56,8 @@ SERVERS = (
     "wsecho-picows-python",
     "wsecho-websockets",
 )
+# What the issue compares: the references, wsecho's default and its websockets backend.
+DEFAULT_SERVERS = ("ceiling", "node-ws", "wsecho-picows-compiled", "wsecho-websockets")
 CEILING = "ceiling"
 NODE = "node-ws"
 CLIENTS = ("wsswarm", "node-2017", "loadgen")
@@ -62,6 +68,7 @@ class Row:
     server: str
     client: str
     connections: int
+    round: int = 1
     load: LoadResult | None = None
     server_cpu: float | None = None  # fraction of one core
     server_rss: int | None = None  # max in the measured window
@@ -87,8 +94,8 @@ class Row:
         return self.load.roundtrips_per_s / self.server_cpu
 
 
-def measure(name: str, load: Load, driver_name: str, work: Path) -> Row:
-    row = Row(name, driver_name, load.connections)
+def measure(name: str, load: Load, driver_name: str, round_number: int, work: Path) -> Row:
+    row = Row(name, driver_name, load.connections, round_number)
     out = work / f"{driver_name}-{name}-{load.connections}"
     out.mkdir(parents=True)
     try:
@@ -110,15 +117,40 @@ def measure(name: str, load: Load, driver_name: str, work: Path) -> Row:
     return row
 
 
-def render(rows: list[Row]) -> str:
-    def refs(server: str) -> dict[tuple[str, int], Row]:
-        return {(r.client, r.connections): r for r in rows if r.server == server and r.load}
+def window_notes(r: Row, number: int) -> list[str]:
+    """Footnotes of one measured window: an unfinished ramp, a client that reported late."""
+    assert r.load is not None
+    where = f"{r.client} against {r.server} at {r.connections:,}, round {r.round}"
+    notes = []
+    if r.load.raw.get("ramp_incomplete"):
+        notes.append(
+            f"{where}: its ramp had not ended after --max-ramp; measured with the connections "
+            "it had"
+        )
+    span = r.load.raw.get("measured_span_s")
+    window = r.load.measure_ended - r.load.measure_started
+    if span is not None and span < 0.8 * window:
+        notes.append(
+            f"{where}: the client's reports covered only {span:.1f} s of the {window:.1f} s "
+            "window (its event loop stalled); the rate is over that span"
+        )
+    return [f"[{number + i}] {note}" for i, note in enumerate(notes)]
+
+
+def render_windows(rows: list[Row]) -> str:
+    """Every measured window; its ratios are to the ceiling and node.js ws of the same round."""
+
+    def refs(server: str) -> dict[tuple[str, int, int], Row]:
+        return {
+            (r.client, r.connections, r.round): r for r in rows if r.server == server and r.load
+        }
 
     ceiling, node = refs(CEILING), refs(NODE)
     headers = [
         "client",
         "server",
         "conns",
+        "round",
         "open",
         "failed",
         "rt/s",
@@ -138,18 +170,16 @@ def render(rows: list[Row]) -> str:
     notes: list[str] = []
     for r in rows:
         if r.load is None:
-            where = f"{r.client} against {r.server} at {r.connections:,}"
+            where = f"{r.client} against {r.server} at {r.connections:,}, round {r.round}"
             notes.append(f"[{len(notes) + 1}] {where}: {r.error}")
             lines.append(
-                [r.client, r.server, f"{r.connections:,}", f"error [{len(notes)}]"] + ["-"] * 13
+                [r.client, r.server, f"{r.connections:,}", str(r.round), f"error [{len(notes)}]"]
+                + ["-"] * 13
             )
             continue
-        if r.load.raw.get("ramp_incomplete"):
-            notes.append(
-                f"[{len(notes) + 1}] {r.client} against {r.server} at {r.connections:,}: its "
-                "ramp had not ended after --max-ramp; measured with the connections it had"
-            )
-        c, n = ceiling.get((r.client, r.connections)), node.get((r.client, r.connections))
+        notes += window_notes(r, len(notes) + 1)
+        key = (r.client, r.connections, r.round)
+        c, n = ceiling.get(key), node.get(key)
         nl = n.load if n is not None else None
         p99 = "-" if math.isnan(r.load.p99_ms) else f"{r.load.p99_ms:.1f}"
         lines.append(
@@ -157,6 +187,7 @@ def render(rows: list[Row]) -> str:
                 r.client,
                 r.server,
                 f"{r.connections:,}",
+                str(r.round),
                 f"{r.load.open:,}",
                 str(r.load.failed),
                 f"{r.load.roundtrips_per_s:,.0f}",
@@ -176,6 +207,102 @@ def render(rows: list[Row]) -> str:
     return "\n".join([table(headers, lines), *notes])
 
 
+@dataclass
+class Summary:
+    """One server in one cell (client, connection count) over the rounds."""
+
+    client: str
+    connections: int
+    server: str
+    windows: int  # windows that measured a figure
+    rounds: int  # windows run
+    per_core: list[float]  # round trips per server-core-second, by round
+    vs_ceiling: list[float]  # paired with the ceiling's window of the same round
+    vs_node: list[float]  # paired with node.js ws's window of the same round
+    ceiling_vs_node: list[float]  # the cell's ceiling to node.js ws, by round
+    open_min: int | None
+    rss_max: int | None
+
+
+def summarize(rows: list[Row]) -> list[Summary]:
+    """Per cell and server, in the order first measured: the figures of every round and the
+    ratios paired within each round."""
+    by_round: dict[tuple[str, int, str], dict[int, float | None]] = {}
+    for r in rows:
+        by_round.setdefault((r.client, r.connections, r.server), {})[r.round] = r.per_core
+    summaries = []
+    for (client, connections, server), mine in by_round.items():
+        ceiling = by_round.get((client, connections, CEILING), {})
+        node = by_round.get((client, connections, NODE), {})
+        measured = [
+            r
+            for r in rows
+            if (r.client, r.connections, r.server) == (client, connections, server) and r.load
+        ]
+        summaries.append(
+            Summary(
+                client,
+                connections,
+                server,
+                windows=sum(1 for v in mine.values() if v),
+                rounds=len(mine),
+                per_core=[v for _, v in sorted(mine.items()) if v],
+                vs_ceiling=paired_ratios(mine, ceiling),
+                vs_node=paired_ratios(mine, node),
+                ceiling_vs_node=paired_ratios(ceiling, node),
+                open_min=min((r.load.open for r in measured if r.load), default=None),
+                rss_max=max((r.server_rss or 0 for r in measured), default=None),
+            )
+        )
+    return summaries
+
+
+def render_summary(summaries: list[Summary]) -> str:
+    """Medians over the rounds, with (min-max): the figures a comparison between servers reads."""
+    headers = [
+        "client",
+        "conns",
+        "server",
+        "windows",
+        "open (min)",
+        "rt/srv-core-s",
+        "vs ceiling",
+        "vs node",
+        "ceiling vs node",
+        "srv RSS MB (max)",
+    ]
+    lines = [
+        [
+            s.client,
+            f"{s.connections:,}",
+            s.server,
+            f"{s.windows}/{s.rounds}",
+            "-" if s.open_min is None else f"{s.open_min:,}",
+            median_range(s.per_core, "{:,.0f}", ""),
+            median_range(s.vs_ceiling),
+            median_range(s.vs_node),
+            median_range(s.ceiling_vs_node),
+            "-" if not s.rss_max else f"{s.rss_max / 1e6:.0f}",
+        ]
+        for s in summaries
+    ]
+    return table(headers, lines)
+
+
+def render(rows: list[Row]) -> str:
+    return "\n".join(
+        [
+            "Every window (ratios to the ceiling and node.js ws of the same round):",
+            render_windows(rows),
+            "",
+            "Per cell and server: median over the rounds (min-max); each ratio is paired within "
+            "its round; `ceiling vs node` is the most a server of the ceiling's cost reaches "
+            "against node.js ws in that cell:",
+            render_summary(summarize(rows)),
+        ]
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -183,15 +310,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--servers",
-        default=",".join(SERVERS),
-        help=f"comma-separated subset of {','.join(SERVERS)} (default: all)",
-    )
-    p.add_argument("--duration", type=float, default=10.0, help="measured seconds (default 10)")
-    p.add_argument(
-        "--warmup", type=float, default=3.0, help="seconds after the ramp, unmeasured (default 3)"
+        default=",".join(DEFAULT_SERVERS),
+        help=f"comma-separated subset of {','.join(SERVERS)} (default {','.join(DEFAULT_SERVERS)})",
     )
     p.add_argument(
-        "--connect-rate", type=float, default=1000.0, help="connections/s (default 1000)"
+        "--rounds",
+        type=int,
+        default=2,
+        help="windows of every server per cell, interleaved (ABCD, DCBA, ...; default 2)",
+    )
+    p.add_argument(
+        "--duration", type=float, default=4.0, help="measured seconds per window (default 4)"
+    )
+    p.add_argument(
+        "--warmup", type=float, default=1.0, help="seconds after the ramp, unmeasured (default 1)"
+    )
+    p.add_argument(
+        "--connect-rate",
+        type=float,
+        default=1000.0,
+        help="connections/s of wsswarm and loadgen (default 1000)",
+    )
+    p.add_argument(
+        "--node-connect-rate",
+        type=float,
+        default=2000.0,
+        help="connections/s asked of the 2017 client, whose ramp falls behind its rate "
+        "(default 2000)",
     )
     p.add_argument(
         "--clients",
@@ -219,8 +364,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.servers) - set(SERVERS)
     if unknown or not args.servers:
         p.error(f"--servers: unknown {sorted(unknown)}; choose from {', '.join(SERVERS)}")
-    if args.duration <= 0 or args.warmup < 0 or args.connect_rate <= 0:
-        p.error("--duration and --connect-rate must be positive, --warmup not negative")
+    twice = sorted({s for s in args.servers if args.servers.count(s) > 1})
+    if twice:
+        p.error(f"--servers: {', '.join(twice)} given more than once")
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
+    if args.duration <= 0 or args.warmup < 0 or min(args.connect_rate, args.node_connect_rate) <= 0:
+        p.error(
+            "--duration, --connect-rate and --node-connect-rate must be positive, "
+            "--warmup not negative"
+        )
     if args.client_processes < 1:
         p.error("--client-processes must be at least 1")
     per_process = max(args.connections) / args.client_processes
@@ -243,26 +396,30 @@ def main(argv: list[str] | None = None) -> int:
         f"clients: {', '.join(args.clients)} ({args.client_processes} process(es) or worker(s)) "
         f"on CPU {CLIENT_CPU}, "
         f"servers on CPU {SERVER_CPU}; node ws@{NODE_WS_VERSION}; warm-up {args.warmup:g} s, "
-        f"measured {args.duration:g} s, connect rate {args.connect_rate:g}/s",
+        f"measured {args.duration:g} s, connect rate {args.connect_rate:g}/s "
+        f"(the 2017 client {args.node_connect_rate:g}/s), "
+        f"{args.rounds} round(s) per cell",
         flush=True,
     )
 
-    def load(connections: int) -> Load:
-        return Load(
-            "", connections, args.connect_rate, args.warmup, args.duration, args.client_processes
-        )
+    def load(connections: int, client: str) -> Load:
+        rate = args.node_connect_rate if client == "node-2017" else args.connect_rate
+        return Load("", connections, rate, args.warmup, args.duration, args.client_processes)
 
     matrix = Matrix(
         script="bench/server_bench.py",
-        # The references first, so that a failure shows before the long runs.
-        names=[
-            f"{client}:{server}"
+        # One cell per client, the references first: a failure shows before the long runs.
+        cells=[
+            [
+                f"{client}:{server}"
+                for server in sorted(args.servers, key=lambda s: (s != CEILING, s != NODE))
+            ]
             for client in args.clients
-            for server in sorted(args.servers, key=lambda s: (s != CEILING, s != NODE))
         ],
         connections=args.connections,
-        measure=lambda name, n, work: measure(
-            name.split(":")[1], load(n), name.split(":")[0], work
+        rounds=args.rounds,
+        measure=lambda name, n, round_number, work: measure(
+            name.split(":")[1], load(n, name.split(":")[0]), name.split(":")[0], round_number, work
         ),
         status=lambda row: (
             f"{row.load.roundtrips_per_s:,.0f} rt/s at {100 * (row.server_cpu or 0):.0f}% "
@@ -275,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
             "server": r.server,
             "client": r.client,
             "connections": r.connections,
+            "round": r.round,
             "error": r.error,
             "server_cpu": r.server_cpu,
             "server_rss": r.server_rss,

@@ -5,7 +5,9 @@ const WebSocket = require('ws');
 
 const port = Number(process.argv[2] || 8080);
 const host = process.argv[3] || '127.0.0.1';
-const wss = new WebSocket.Server({ port, host, perMessageDeflate: false });
+// backlog 4096, as the ceiling and wsecho listen: with node's default (511) a busy loop overflows the
+// accept queue during a ramp, and late or failed opens would leave node.js ws with fewer connections.
+const wss = new WebSocket.Server({ port, host, backlog: 4096, perMessageDeflate: false });
 
 wss.on('connection', (ws) => {
   // ws@8 hands a Buffer plus the frame type; echo with the same type (2017's ws@3 sent back the string).
