@@ -11,7 +11,7 @@ import os
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]
+from ansible.module_utils.basic import AnsibleModule
 
 DOCUMENTATION = r"""
 module: echolab_bridge_preflight

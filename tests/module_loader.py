@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import ansible.module_utils  # type: ignore[import-untyped]
+import ansible.module_utils
 
 ROOT = Path(__file__).resolve().parents[1]
 # ansible.cfg's `module_utils`: what the kit's modules import as ansible.module_utils.NAME.

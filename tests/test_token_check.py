@@ -9,7 +9,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,7 +33,7 @@ PLAYBOOK = """
 """
 
 
-def _wsecho(*args: str) -> Iterator[int]:
+def _wsecho(*args: str) -> Generator[int, None, None]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "wsecho", "--host", "127.0.0.1", "--port", "0", *args],
         stdout=subprocess.PIPE,

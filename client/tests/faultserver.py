@@ -288,6 +288,12 @@ class Conn(asyncio.Protocol):
             self.transport.write(frame(0x1, bytes(payload)))
 
 
+def resolve_once(future: asyncio.Future[None]) -> None:
+    """Resolve `future` unless it already is (a reader callback may run again before removal)."""
+    if not future.done():
+        future.set_result(None)
+
+
 async def serve(accept_limit: int | None, health_token: str | None, accept_delay: float) -> None:
     state = State(accept_limit, health_token)
     loop = asyncio.get_running_loop()
@@ -298,8 +304,8 @@ async def serve(accept_limit: int | None, health_token: str | None, accept_delay
         sock.bind(("127.0.0.1", 0))
         sock.listen(0)
         print(f"PORT {sock.getsockname()[1]}", flush=True)
-        pending = loop.create_future()  # the listening socket is readable: a connection waits
-        loop.add_reader(sock.fileno(), lambda: pending.done() or pending.set_result(None))
+        pending: asyncio.Future[None] = loop.create_future()  # readable: a connection waits
+        loop.add_reader(sock.fileno(), resolve_once, pending)
         await pending
         loop.remove_reader(sock.fileno())
         await asyncio.sleep(accept_delay)

@@ -34,8 +34,9 @@ except ImportError:
     if not PURE:
         raise
     _engine = None  # type: ignore[assignment]
+HAS_ENGINE = _engine is not None
 needs_engine = pytest.mark.skipif(
-    _engine is None, reason="WSSWARM_PURE=1: built without wsswarm._engine"
+    not HAS_ENGINE, reason="WSSWARM_PURE=1: built without wsswarm._engine"
 )
 
 
@@ -174,7 +175,7 @@ def test_engine_gives_every_connection_back(pair: tuple[socket.socket, socket.so
 def test_compiled_is_refused_where_it_cannot_run() -> None:
     """--hot-path compiled with --compat, the open loop or no engine is a usage error; auto
     falls back to Python and says why."""
-    if _engine is None:
+    if not HAS_ENGINE:
         path, line = hotpath.resolve("auto", mode="closed", compat=False)
         assert (path, line.split(":")[:2]) == (
             "python",

@@ -392,7 +392,7 @@ def test_warnings_client_bound_tcg_docker_proxy_failures(tmp_path: Path) -> None
 
 # ---- where the server ran and how the traffic reached it -----------------------------------
 
-PINNED_VM = {
+PINNED_VM: dict[str, Any] = {
     "kind": "vm",
     "rate": 400,
     "manifest": {
@@ -402,7 +402,7 @@ PINNED_VM = {
         "pinning": {"vcpupin": ["2", "3"], "emulatorpin": "2-3"},
     },
 }
-PINNED_CONTAINER = {
+PINNED_CONTAINER: dict[str, Any] = {
     "kind": "container",
     "rate": 400,
     "docker_proxy": True,
@@ -413,7 +413,7 @@ PINNED_CONTAINER = {
         "pinning": {"cpuset": "2-3"},
     },
 }
-PINNED_BASELINE = {
+PINNED_BASELINE: dict[str, Any] = {
     "kind": "baseline",
     "rate": 200,
     "manifest": {

@@ -13,8 +13,8 @@ from wsswarm import latency
 Wsecho = Any
 FaultServer = Any
 RunResult = Any
-SMALL = ("--processes", "1", "--connections", "6", "--connect-rate", "100", "--no-probe")
-SMALL += ("--warmup", "0.5", "--duration", "1")
+SMALL: tuple[str, ...] = ("--processes", "1", "--connections", "6", "--connect-rate", "100")
+SMALL += ("--no-probe", "--warmup", "0.5", "--duration", "1")
 ACCEPT_DELAY_S = 2.0
 
 

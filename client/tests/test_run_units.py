@@ -16,7 +16,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from wsswarm import cli, errors, latency, limits, worker
 from wsswarm.console import Console
-from wsswarm.formats import sustained_cpu
+from wsswarm.formats import FORMAT_VERSION, RunSummary, sustained_cpu
 from wsswarm.run import cli as run_cli
 from wsswarm.run.exits import UsageError
 from wsswarm.run.plan import planned_ramp_s, planned_window, split, window_missed
@@ -136,17 +136,39 @@ def test_client_bound_rule_needs_most_of_the_window() -> None:
 def test_client_bound_is_said_in_plain_words() -> None:
     """The console names the busy worker and what to do."""
     stream = io.StringIO()
-    Console("lines", compat=False, connections=10, stream=stream).final(
-        {
-            "roundtrips": 10,
-            "roundtrips_per_s": 5.0,
-            "latency_ms": None,
-            "connections": {"attempted": 10, "open": 10, "failed": 0, "dropped": 0},
-            "errors": {},
-            "client_bound": True,
-            "client_cpu_percent": {"0": 97.0, "1": 40.0},
-        }
-    )
+    summary: RunSummary = {
+        "format_version": FORMAT_VERSION,
+        "tool": "wsswarm",
+        "status": "completed",
+        "message": "",
+        "host": "client1",
+        "label": "",
+        "url": "ws://127.0.0.1:8080/",
+        "params": {},
+        "started": 1000.0,
+        "measure_started": 1001.0,
+        "measure_ended": 1003.0,
+        "roundtrips": 10,
+        "roundtrips_per_s": 5.0,
+        "latency_ms": None,
+        "connections": {"attempted": 10, "open": 10, "failed": 0, "dropped": 0},
+        "errors": {},
+        "client_bound": True,
+        "client_cpu_percent": {"0": 97.0, "1": 40.0},
+        "ramp": {
+            "requested_rate": 100.0,
+            "achieved_rate": 100.0,
+            "first_attempt": 1000.0,
+            "last_attempt": 1000.1,
+            "completed": 1000.1,
+            "completed_before_window": True,
+            "window": "planned",
+        },
+        "roundtrips_total": 10,
+        "messages_sent": 10,
+        "histogram": "",
+    }
+    Console("lines", compat=False, connections=10, stream=stream).final(summary)
     text = stream.getvalue()
     assert "client was the bottleneck" in text
     assert "worker 0 at 97%" in text

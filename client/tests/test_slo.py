@@ -10,7 +10,7 @@ from wsswarm import slo
 
 Wsecho = Any
 RunResult = Any
-SHORT = ("--processes", "1", "--connections", "10", "--connect-rate", "100")
+SHORT: tuple[str, ...] = ("--processes", "1", "--connections", "10", "--connect-rate", "100")
 SHORT += ("--warmup", "0.5", "--duration", "1")
 
 RESULT = {

@@ -5,15 +5,17 @@ usually is, and the guest's serial console when the host runs the kit's VM."""
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Any
 
 import pytest
+from pluggy import Result
 
 VM_CONSOLE = "/var/log/libvirt/qemu/echolab-vm-console.log"
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item) -> Generator[Any]:
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, Result[pytest.TestReport], None]:
     outcome = yield
     report = outcome.get_result()
     host = getattr(item, "funcargs", {}).get("host")

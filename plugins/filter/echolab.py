@@ -36,8 +36,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from ansible.errors import AnsibleFilterError  # type: ignore[import-untyped]
-from ansible.module_utils.parsing.convert_bool import (  # type: ignore[import-untyped]
+from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import (
     boolean,
 )
 

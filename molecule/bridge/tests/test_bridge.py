@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 
+from testinfra.host import Host
 
-def test_bridge_has_host_address(host) -> None:
+
+def test_bridge_has_host_address(host: Host) -> None:
     """bridge43 exists, is administratively up and carries 10.0.0.1/24."""
     link = json.loads(host.check_output("ip -json -4 addr show dev bridge43"))[0]
     assert "UP" in link["flags"]
@@ -15,19 +17,19 @@ def test_bridge_has_host_address(host) -> None:
     assert host.file("/sys/class/net/bridge43/bridge").is_directory
 
 
-def test_bridge_has_no_uplink(host) -> None:
+def test_bridge_has_no_uplink(host: Host) -> None:
     """No interface is enslaved to the bridge (no VM runs in this scenario): no uplink."""
     assert host.check_output("ls /sys/class/net/bridge43/brif") == ""
 
 
-def test_no_nat_rules(host) -> None:
+def test_no_nat_rules(host: Host) -> None:
     """Nothing masquerades or translates the bridge subnet."""
     nat = host.check_output("iptables -t nat -S")
     assert "10.0.0." not in nat
     assert "MASQUERADE" not in nat
 
 
-def test_forwarding_rejected(host) -> None:
+def test_forwarding_rejected(host: Host) -> None:
     """Isolated mode rejects forwarding to and from the bridge, whatever ip_forward says."""
     rules = host.check_output("iptables -S").splitlines()
     assert "-A LIBVIRT_FWI -o bridge43 -j REJECT --reject-with icmp-port-unreachable" in rules
@@ -40,7 +42,7 @@ def test_forwarding_rejected(host) -> None:
     ]
 
 
-def test_routed_mode_lets_only_the_client_through(host) -> None:
+def test_routed_mode_lets_only_the_client_through(host: Host) -> None:
     """The kit's chain accepts 192.0.2.10 <-> 10.0.0.0/24 only, jumped to before libvirt's
     REJECT rules; forwarding is on for the bridge."""
     assert host.check_output("iptables -S ECHOLAB_FORWARD").splitlines() == [
@@ -58,7 +60,7 @@ def test_routed_mode_lets_only_the_client_through(host) -> None:
     assert host.file("/proc/sys/net/ipv4/conf/bridge43/forwarding").content_string.strip() == "1"
 
 
-def test_network_is_persistent_and_isolated(host) -> None:
+def test_network_is_persistent_and_isolated(host: Host) -> None:
     """The libvirt network is defined, active, autostarted and has no forward mode."""
     info = host.check_output("virsh --connect qemu:///system net-info echolab")
     fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
@@ -70,7 +72,7 @@ def test_network_is_persistent_and_isolated(host) -> None:
     assert "<forward" not in xml
 
 
-def test_libvirt_socket_enabled(host) -> None:
+def test_libvirt_socket_enabled(host: Host) -> None:
     """libvirtd is socket-activated: its socket is listening and starts at boot."""
     socket = host.service("libvirtd.socket")
     assert socket.is_running

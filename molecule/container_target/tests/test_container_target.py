@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from testinfra.host import Host
 
 # name, app, port (the role's defaults: wsecho 8080, the node.js baseline 8081). converge.yml runs
 # wsecho with the port published through docker-proxy (`-p`, as in 2017) and the baseline with
@@ -64,14 +65,14 @@ print(buf[off:off + length].decode())
 """
 
 
-def inspect(host: Any, name: str) -> dict[str, Any]:
+def inspect(host: Host, name: str) -> dict[str, Any]:
     """`docker inspect` of a container on the lab host."""
     out = host.check_output(f"docker inspect {name}")
     data: list[dict[str, Any]] = json.loads(out)
     return data[0]
 
 
-def diagnostics(host: Any, name: str) -> str:
+def diagnostics(host: Host, name: str) -> str:
     """The container's log tail and health-check history, printed when a test fails."""
     logs = host.run(f"docker logs --tail 40 {name}")
     health = host.run(f"docker inspect --format '{{{{json .State.Health}}}}' {name}")
@@ -80,7 +81,7 @@ def diagnostics(host: Any, name: str) -> str:
     )
 
 
-def proc_status(host: Any, name: str) -> dict[str, str]:
+def proc_status(host: Host, name: str) -> dict[str, str]:
     """/proc/<pid>/status of the container's main process, read from the lab host."""
     pid = inspect(host, name)["State"]["Pid"]
     lines = host.file(f"/proc/{pid}/status").content_string.splitlines()
@@ -88,7 +89,7 @@ def proc_status(host: Any, name: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
-def test_container_health_check(host: Any, name: str, app: str, port: int) -> None:
+def test_container_health_check(host: Host, name: str, app: str, port: int) -> None:
     """The container runs. By default it has no Docker health check (nothing of the kit runs
     inside it); with an interval, Docker's check on /healthz runs at it and reports healthy."""
     info = inspect(host, name)
@@ -103,7 +104,7 @@ def test_container_health_check(host: Any, name: str, app: str, port: int) -> No
 
 
 @pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
-def test_runs_as_non_root_without_capabilities(host: Any, name: str, app: str, port: int) -> None:
+def test_runs_as_non_root_without_capabilities(host: Host, name: str, app: str, port: int) -> None:
     """The service process is uid/gid 10001 with no effective, permitted or bounding capability."""
     status = proc_status(host, name)
     assert status["Uid"].split() == ["10001"] * 4, diagnostics(host, name)
@@ -114,7 +115,7 @@ def test_runs_as_non_root_without_capabilities(host: Any, name: str, app: str, p
 
 
 @pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
-def test_hardening_settings(host: Any, name: str, app: str, port: int) -> None:
+def test_hardening_settings(host: Host, name: str, app: str, port: int) -> None:
     """Read-only root filesystem, one CPU (a quota, or a cpuset and no quota), the raised file
     limit, a restart policy."""
     cfg = inspect(host, name)["HostConfig"]
@@ -128,7 +129,7 @@ def test_hardening_settings(host: Any, name: str, app: str, port: int) -> None:
     assert cfg["Memory"] == MEMORY_MIB[app] * 1024 * 1024
 
 
-def test_wsecho_runs_with_the_connection_limit_on_the_compiled_hot_path(host: Any) -> None:
+def test_wsecho_runs_with_the_connection_limit_on_the_compiled_hot_path(host: Host) -> None:
     """wsecho got --max-connections from the role, and the image's wheel carries the engine
     compiled for the image's Python: its start line says both."""
     args = inspect(host, "echolab-wsecho")["Args"]
@@ -140,7 +141,7 @@ def test_wsecho_runs_with_the_connection_limit_on_the_compiled_hot_path(host: An
 
 
 @pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
-def test_limits_in_force(host: Any, name: str, app: str, port: int) -> None:
+def test_limits_in_force(host: Host, name: str, app: str, port: int) -> None:
     """The kernel applies them: the process's nofile limit, the CFS quota of one CPU (none when
     pinned: then -1 in cgroup v1, "max" in v2), the memory limit."""
     info = inspect(host, name)
@@ -173,7 +174,7 @@ def test_limits_in_force(host: Any, name: str, app: str, port: int) -> None:
 
 
 @pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
-def test_pinning_in_force(host: Any, name: str, app: str, port: int) -> None:
+def test_pinning_in_force(host: Host, name: str, app: str, port: int) -> None:
     """`docker inspect` reads the cpuset back, and the kernel holds every process of the
     container (wsecho's two workers included) to it; an unpinned container may use every CPU."""
     info = inspect(host, name)
@@ -201,7 +202,7 @@ def test_pinning_in_force(host: Any, name: str, app: str, port: int) -> None:
 
 
 @pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
-def test_root_filesystem_is_read_only(host: Any, name: str, app: str, port: int) -> None:
+def test_root_filesystem_is_read_only(host: Host, name: str, app: str, port: int) -> None:
     """Writing outside /tmp fails inside the container; /tmp is a writable tmpfs."""
     denied = host.run(f"docker exec {name} sh -c 'echo x > /opt/probe'")
     assert denied.rc != 0
@@ -210,7 +211,7 @@ def test_root_filesystem_is_read_only(host: Any, name: str, app: str, port: int)
 
 
 @pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
-def test_healthz_on_published_port(host: Any, name: str, app: str, port: int) -> None:
+def test_healthz_on_published_port(host: Host, name: str, app: str, port: int) -> None:
     """GET /healthz on the host port answers 200 "ok" (through docker-proxy, or host network)."""
     url = f"http://127.0.0.1:{port}/healthz"
     code = (
@@ -224,7 +225,7 @@ def test_healthz_on_published_port(host: Any, name: str, app: str, port: int) ->
 
 
 @pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
-def test_websocket_echo_round_trip(host: Any, name: str, app: str, port: int) -> None:
+def test_websocket_echo_round_trip(host: Host, name: str, app: str, port: int) -> None:
     """A text message sent over a WebSocket on the published port comes back as the same text."""
     text = '{"timestamp": 1508918400000}'
     out = host.run(f"python3 - {port} '{text}' <<'EOF'\n{WS_CLIENT}\nEOF")
@@ -233,7 +234,7 @@ def test_websocket_echo_round_trip(host: Any, name: str, app: str, port: int) ->
 
 
 @pytest.mark.parametrize(("name", "app", "port"), TARGETS, ids=IDS)
-def test_manifest_facts_file(host: Any, name: str, app: str, port: int) -> None:
+def test_manifest_facts_file(host: Host, name: str, app: str, port: int) -> None:
     """The facts file names the running image, its network mode, and whether docker-proxy carries
     the port: read from the running processes, so it must agree with `ps`."""
     facts = json.loads(host.file(f"/var/lib/echolab/container_{name}.json").content_string)

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from testinfra.host import Host
 
 SCENARIO = Path(__file__).resolve().parents[1]
 NOFILE = 10000 + 4096
@@ -25,7 +26,7 @@ BEFORE = "/var/lib/echolab/host_tuning/before.json"
         ("net.ipv4.tcp_wmem", "4096 16384 16777216"),
     ],
 )
-def test_netns_limits_raised_never_lowered(host, key: str, wanted: str) -> None:
+def test_netns_limits_raised_never_lowered(host: Host, key: str, wanted: str) -> None:
     """Each of the container's own limits is the larger of the value found (before.json) and the
     kit's, field by field: raised where the host had less, kept where it had more."""
     found = json.loads(host.file(BEFORE).content_string)["sysctl"][key].split()
@@ -33,7 +34,7 @@ def test_netns_limits_raised_never_lowered(host, key: str, wanted: str) -> None:
     assert host.check_output(f"sysctl -n {key}").split() == expected
 
 
-def test_somaxconn_above_the_kit_is_kept(host) -> None:
+def test_somaxconn_above_the_kit_is_kept(host: Host) -> None:
     """prepare.yml gave the host somaxconn 20000, above the kit's 10000: still 20000."""
     assert host.check_output("sysctl -n net.core.somaxconn") == "20000"
 
@@ -42,19 +43,19 @@ def test_somaxconn_above_the_kit_is_kept(host) -> None:
     ("key", "value"),
     [("net.ipv4.ip_local_port_range", "1024 65535"), ("net.ipv4.tcp_tw_reuse", "1")],
 )
-def test_client_settings_in_force(host, key: str, value: str) -> None:
+def test_client_settings_in_force(host: Host, key: str, value: str) -> None:
     """The client host's port range is widened and tcp_tw_reuse set."""
     assert host.check_output(f"sysctl -n {key}").split() == value.split()
 
 
-def test_host_global_keys_left_alone(host) -> None:
+def test_host_global_keys_left_alone(host: Host) -> None:
     """fs.file-max and fs.nr_open are the machine's: the role did not touch them."""
     for key in ("fs/file-max", "fs/nr_open"):
         inside = host.file(f"/proc/sys/{key}").content_string.strip()
         assert inside == Path(f"/proc/sys/{key}").read_text().strip()
 
 
-def test_sysctl_dropin_applies_and_explains(host) -> None:
+def test_sysctl_dropin_applies_and_explains(host: Host) -> None:
     """The drop-in holds the applied keys and names each key it could not apply, with why."""
     dropin = host.file("/etc/sysctl.d/90-echolab.conf")
     assert dropin.mode == 0o644
@@ -66,7 +67,7 @@ def test_sysctl_dropin_applies_and_explains(host) -> None:
     assert not any(line.startswith("fs.") for line in text.splitlines())
 
 
-def test_no_limits_for_every_service_or_session(host) -> None:
+def test_no_limits_for_every_service_or_session(host: Host) -> None:
     """No DefaultLimitNOFILE drop-in, no limits.d file, no modprobe files inside a container."""
     for path in (
         "/etc/systemd/system.conf.d/90-echolab.conf",
@@ -77,18 +78,18 @@ def test_no_limits_for_every_service_or_session(host) -> None:
         assert not host.file(path).exists, path
 
 
-def _unit_hard_nofile(host, name: str) -> int:
+def _unit_hard_nofile(host: Host, name: str) -> int:
     host.check_output(f"systemctl start echolab-{name}.service")
     return int(host.file(f"/run/echolab-{name}.nofile").content_string)
 
 
-def test_kit_unit_below_the_plan_is_raised(host) -> None:
+def test_kit_unit_below_the_plan_is_raised(host: Host) -> None:
     """A kit unit whose limit is below the plan's gets a drop-in, and its process the limit."""
     assert host.file("/etc/systemd/system/echolab-lowlimit.service.d/90-echolab-nofile.conf").exists
     assert _unit_hard_nofile(host, "lowlimit") == NOFILE
 
 
-def test_kit_unit_above_the_plan_is_kept(host) -> None:
+def test_kit_unit_above_the_plan_is_kept(host: Host) -> None:
     """A kit unit whose limit is already above the plan's gets no drop-in and keeps it."""
     assert not host.file("/etc/systemd/system/echolab-highlimit.service.d").exists
     assert _unit_hard_nofile(host, "highlimit") == 19000
@@ -148,7 +149,7 @@ def test_source_addresses_multiply_the_port_capacity() -> None:
     assert "ephemeral ports" not in proc.stdout
 
 
-def test_teardown_restores_what_was_found(host) -> None:
+def test_teardown_restores_what_was_found(host: Host) -> None:
     """After teardown every key holds its recorded before-value (somaxconn still 20000), the unit
     drop-in is gone and the unit's own limit is back, /proc/sys is read-only again."""
     before = json.loads(host.file(BEFORE).content_string)

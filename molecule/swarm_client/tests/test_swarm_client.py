@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from testinfra.host import Host
+
 ROOT = Path(__file__).resolve().parents[3]
 VENV = "/opt/echolab/venv"
 PIP_LOG = "/var/log/echolab-molecule-pip.log"
@@ -19,14 +21,14 @@ def _pins() -> dict[str, str]:
     return pins
 
 
-def test_wsswarm_runs_from_the_venv(host) -> None:
+def test_wsswarm_runs_from_the_venv(host: Host) -> None:
     """`wsswarm --help` works and lists its subcommands."""
     out = host.check_output(f"{VENV}/bin/wsswarm --help")
     for command in ("run", "sample", "report"):
         assert command in out
 
 
-def test_dependencies_are_the_pinned_versions(host) -> None:
+def test_dependencies_are_the_pinned_versions(host: Host) -> None:
     """Every installed dependency that runtime.txt pins has exactly the pinned version."""
     installed = {}
     for line in host.check_output(f"{VENV}/bin/pip list --format=freeze").splitlines():
@@ -37,7 +39,7 @@ def test_dependencies_are_the_pinned_versions(host) -> None:
         assert installed[name] == pins[name], name
 
 
-def test_wheelhouse_copied_with_constraints(host) -> None:
+def test_wheelhouse_copied_with_constraints(host: Host) -> None:
     """The host keeps the wheels and the pins it was installed from."""
     wheelhouse = host.file("/opt/echolab/wheelhouse")
     assert wheelhouse.is_directory
@@ -46,7 +48,7 @@ def test_wheelhouse_copied_with_constraints(host) -> None:
     assert any(n.startswith("wsswarm-") and n.endswith(".whl") for n in names)
 
 
-def test_installed_without_an_index(host) -> None:
+def test_installed_without_an_index(host: Host) -> None:
     """pip's own debug log of the install (PIP_LOG, set by converge.yml) shows that it ignored
     every index and opened no HTTP connection: the wheelhouse alone provided the packages."""
     log = host.file(PIP_LOG)
@@ -58,7 +60,7 @@ def test_installed_without_an_index(host) -> None:
     assert host.run(f"{VENV}/bin/python -c 'import wsswarm, uvloop, hdrh, psutil'").rc == 0
 
 
-def test_wsswarm_has_its_engine_compiled_for_the_hosts_python(host) -> None:
+def test_wsswarm_has_its_engine_compiled_for_the_hosts_python(host: Host) -> None:
     """The wheelhouse compiled wsswarm for this host's Python (its wheel's tag says so), and
     the installed package imports its compiled closed loop."""
     version = host.check_output(f"{VENV}/bin/python -c 'import sys; print(*sys.version_info[:2])'")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from testinfra.host import Host
 
 # Written by converge.yml: the values before any role ran, and a copy of host_tuning's own record.
 BEFORE = "/root/echolab-molecule-before.json"
@@ -64,7 +65,7 @@ class Teardowns(NamedTuple):
     second: Run
 
 
-def _units(host) -> dict[str, dict[str, str]]:
+def _units(host: Host) -> dict[str, dict[str, str]]:
     properties = "--property=LoadState --property=UnitFileState --property=ActiveState"
     units = {}
     for unit in UNITS:
@@ -73,7 +74,7 @@ def _units(host) -> dict[str, dict[str, str]]:
     return units
 
 
-def _state(host) -> dict[str, Any]:
+def _state(host: Host) -> dict[str, Any]:
     """What teardown may change of the host's own: units, daemon.json, the kit's records."""
     daemon = host.file(DAEMON_JSON)
     return {
@@ -91,7 +92,7 @@ def _steady(state: dict[str, Any]) -> dict[str, Any]:
     return {**state, "units": units}
 
 
-def _teardown(host, *args: str) -> Run:
+def _teardown(host: Host, *args: str) -> Run:
     """playbooks/teardown.yml on the scenario's inventory, as molecule would run a playbook."""
     env = dict(os.environ, ANSIBLE_NOCOLOR="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
@@ -112,7 +113,7 @@ def _teardown(host, *args: str) -> Run:
 
 
 @pytest.fixture(scope="module")
-def teardowns(host) -> Teardowns:
+def teardowns(host: Host) -> Teardowns:
     """The converged host's state, then teardown in check mode, for real, and for real again."""
     converged = _state(host)
     records = {Path(path).stem: _json(host, path) for path in converged["records"]}
@@ -171,7 +172,7 @@ def test_second_teardown_changes_nothing(teardowns: Teardowns) -> None:
         "/opt/echolab/wheelhouse",
     ],
 )
-def test_kit_files_removed(host, path: str) -> None:
+def test_kit_files_removed(host: Host, path: str) -> None:
     """Every file and directory the roles wrote is gone."""
     assert not host.file(path).exists
 
@@ -185,18 +186,18 @@ def test_kit_files_removed(host, path: str) -> None:
         "/sys/class/net/bridge43",
     ],
 )
-def test_network_and_bridge_removed(host, path: str) -> None:
+def test_network_and_bridge_removed(host: Host, path: str) -> None:
     """The libvirt network is undefined (read from its files: libvirtd is stopped again) and its
     bridge device is gone."""
     assert not host.file(path).exists
 
 
-def _json(host, path: str) -> dict[str, Any]:
+def _json(host: Host, path: str) -> dict[str, Any]:
     record: dict[str, Any] = json.loads(host.file(path).content_string)
     return record
 
 
-def test_kernel_values_restored(host) -> None:
+def test_kernel_values_restored(host: Host) -> None:
     """Every key host_tuning recorded is back at the value the host had before converge (recorded
     by converge.yml before any role ran), and host_tuning recorded those same values."""
     before = _json(host, BEFORE)["sysctl"]
@@ -209,19 +210,19 @@ def test_kernel_values_restored(host) -> None:
         assert now == before[key].split(), f"{key} is {now}, was {before[key]} before converge"
 
 
-def test_proc_sys_read_only_again(host) -> None:
+def test_proc_sys_read_only_again(host: Host) -> None:
     """/proc/sys is mounted read-only again, as the container started."""
     options = host.check_output("findmnt --noheadings --output OPTIONS /proc/sys")
     assert options.split(",")[0] == "ro"
 
 
-def test_services_back_to_default_limit(host) -> None:
+def test_services_back_to_default_limit(host: Host) -> None:
     """systemd hands services the open-file limit it had before converge."""
     now = host.check_output("systemctl show --property=DefaultLimitNOFILE --value")
     assert now == _json(host, BEFORE)["DefaultLimitNOFILE"]
 
 
-def test_daemon_json_back_as_it_was(host) -> None:
+def test_daemon_json_back_as_it_was(host: Host) -> None:
     """daemon.json holds the host's own bytes and mode again, not the kit's userland-proxy."""
     before = _json(host, BEFORE)["daemon_json"]
     daemon = host.file(DAEMON_JSON)
@@ -229,7 +230,7 @@ def test_daemon_json_back_as_it_was(host) -> None:
     assert oct(daemon.mode) == before["mode"] == "0o640"
 
 
-def test_host_had_its_own_docker(host) -> None:
+def test_host_had_its_own_docker(host: Host) -> None:
     """The converged host had what the teardown must put back: Docker disabled and stopped, its
     containerd enabled and running, libvirt not installed."""
     before = _json(host, BEFORE)["units"]
@@ -244,7 +245,7 @@ def test_host_had_its_own_docker(host) -> None:
 
 
 @pytest.mark.parametrize("unit", UNITS)
-def test_units_back_as_they_were(host, unit: str) -> None:
+def test_units_back_as_they_were(host: Host, unit: str) -> None:
     """A unit the host had is enabled and running as before; one that came with the kit's
     packages is gone with them, or disabled and stopped where a package stays."""
     before = _json(host, BEFORE)["units"][unit]
@@ -259,7 +260,7 @@ def test_units_back_as_they_were(host, unit: str) -> None:
         assert now["ActiveState"] == "inactive", now
 
 
-def test_packages_removed_only_as_asked(host) -> None:
+def test_packages_removed_only_as_asked(host: Host) -> None:
     """Of Docker's packages, the one the kit installed is gone (asked for) and the engine the host
     had stays; libvirt's stay (the default)."""
     assert not host.package("python3-docker").is_installed

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 
+from testinfra.host import Host
+
 NAME = "echolab-vm"
 URL = "http://10.0.0.42:8080"
 IMAGE = "/var/lib/echolab/vm/image"
@@ -54,14 +56,14 @@ print(frame[2:].decode())
 PY"""
 
 
-def test_libvirt_is_available(host) -> None:
+def test_libvirt_is_available(host: Host) -> None:
     """libvirtd is socket-activated: its socket is listening and enabled."""
     socket = host.service("libvirtd.socket")
     assert socket.is_running
     assert socket.is_enabled
 
 
-def test_domain_runs_and_autostarts(host) -> None:
+def test_domain_runs_and_autostarts(host: Host) -> None:
     """The domain is running, marked autostart, with 512 MiB and one vCPU on bridge43."""
     assert host.check_output(f"virsh domstate {NAME}") == "running"
     info = host.check_output(f"virsh dominfo {NAME}")
@@ -71,7 +73,7 @@ def test_domain_runs_and_autostarts(host) -> None:
     assert "bridge43" in host.check_output(f"virsh domiflist {NAME}")
 
 
-def test_pinning_in_force(host) -> None:
+def test_pinning_in_force(host: Host) -> None:
     """vm_target_cpus [1]: libvirt reads back vCPU 0 and the emulator on CPU 1, and the kernel
     holds every thread of the domain's QEMU to CPU 1 (the other CPU stays free)."""
     vcpupin = host.check_output(f"virsh vcpupin {NAME}").splitlines()
@@ -89,7 +91,7 @@ def test_pinning_in_force(host) -> None:
     assert state["vcpus"] == state["workers"] == 1
 
 
-def test_vhost_requested_only_where_the_host_has_it(host) -> None:
+def test_vhost_requested_only_where_the_host_has_it(host: Host) -> None:
     """The lab has no /dev/vhost-net: no vhost driver is asked for, and that is recorded."""
     has_vhost = host.run("test -c /dev/vhost-net").rc == 0
     assert not has_vhost  # the lab machine (shared/reference/lab-environment.md)
@@ -100,7 +102,7 @@ def test_vhost_requested_only_where_the_host_has_it(host) -> None:
     assert "<model type='virtio'/>" in rendered
 
 
-def test_accelerator_is_probed_and_recorded(host) -> None:
+def test_accelerator_is_probed_and_recorded(host: Host) -> None:
     """auto did not trust /dev/kvm: the probe failed, TCG was used and recorded for the manifest."""
     assert host.run("test -c /dev/kvm").rc == 0  # the device is passed in by molecule.yml
     state = json.loads(host.file("/var/lib/echolab/vm_target.json").content_string)
@@ -112,7 +114,7 @@ def test_accelerator_is_probed_and_recorded(host) -> None:
     assert "<domain type='qemu'" in host.check_output(f"virsh dumpxml {NAME}")
 
 
-def test_kvm_probe_rejects_the_hanging_kvm(host) -> None:
+def test_kvm_probe_rejects_the_hanging_kvm(host: Host) -> None:
     """vm/kvm-probe.sh run by hand (no cache) says KVM does not work here, with a reason."""
     verdict = json.loads(host.check_output(f"{RECIPE}/kvm-probe.sh --timeout 10 {IMAGE}/vmlinuz"))
     assert verdict["kvm"] is False
@@ -120,12 +122,12 @@ def test_kvm_probe_rejects_the_hanging_kvm(host) -> None:
     assert verdict["reason"]
 
 
-def test_healthz_answers_from_the_lab_host(host) -> None:
+def test_healthz_answers_from_the_lab_host(host: Host) -> None:
     """The guest's wsecho answers /healthz over the bridge."""
     assert host.check_output(FETCH + URL + "/healthz") == "200 ok"
 
 
-def test_metrics_show_wsecho(host) -> None:
+def test_metrics_show_wsecho(host: Host) -> None:
     """/metrics is wsecho's own Prometheus text: the service, not just any HTTP server, is up."""
     metrics = host.check_output(FETCH + URL + "/metrics")
     assert metrics.startswith("200 ")
@@ -136,12 +138,12 @@ def test_metrics_show_wsecho(host) -> None:
     assert 'wsecho_hot_path_info{hot_path="compiled"} 1' in metrics.splitlines()
 
 
-def test_websocket_echo(host) -> None:
+def test_websocket_echo(host: Host) -> None:
     """A WebSocket text message sent from the lab host comes back unchanged."""
     assert host.check_output(WS_ECHO) == "echolab-vm"
 
 
-def test_image_has_the_service_unit_with_raised_limit(host) -> None:
+def test_image_has_the_service_unit_with_raised_limit(host: Host) -> None:
     """The disk holds wsecho.service, enabled, with LimitNOFILE=100000, and the static address."""
     raw = "/tmp/echolab-vm-verify.raw"
     # -U: the running guest holds the image's write lock; the files read here do not change.
@@ -167,13 +169,13 @@ def test_image_has_the_service_unit_with_raised_limit(host) -> None:
     assert "gateway 10.0.0.1" in interfaces
 
 
-def test_service_runs_with_the_connection_limit(host) -> None:
+def test_service_runs_with_the_connection_limit(host: Host) -> None:
     """The guest's wsecho took --max-connections from its unit: its start line on the console."""
     console = host.file(f"/var/log/libvirt/qemu/{NAME}-console.log").content_string
     assert "max_connections=50000" in console
 
 
-def test_build_script_rejects_bad_input(host) -> None:
+def test_build_script_rejects_bad_input(host: Host) -> None:
     """build-image.sh names a bad option value instead of building something wrong."""
     bad = host.run(
         f"{RECIPE}/build-image.sh --wheelhouse {WHEELS} --out /tmp/x --address 10.0.0.300/24"
@@ -182,7 +184,7 @@ def test_build_script_rejects_bad_input(host) -> None:
     assert "--address must be IPv4/prefix" in bad.stderr
 
 
-def test_image_is_up_to_date(host) -> None:
+def test_image_is_up_to_date(host: Host) -> None:
     """Run again with the role's inputs, the recipe reports nothing to rebuild."""
     check = host.run(
         f"{RECIPE}/build-image.sh --check --wheelhouse {WHEELS} --out {IMAGE} "
@@ -194,20 +196,20 @@ def test_image_is_up_to_date(host) -> None:
     assert check.stdout.strip() == "unchanged"
 
 
-def _connections_total(host) -> int:
+def _connections_total(host: Host) -> int:
     metrics = host.check_output(FETCH + URL + "/metrics")
     found = re.search(r"^wsecho_connections_total (\d+)", metrics, re.MULTILINE)
     assert found, metrics
     return int(found.group(1))
 
 
-def test_healthz_carries_the_run_token(host) -> None:
+def test_healthz_carries_the_run_token(host: Host) -> None:
     """The guest answers /healthz with the host's run token, copied in at deployment."""
     assert host.file(TOKEN_FILE).content_string.strip() == CONVERGE_TOKEN
     assert host.check_output(TOKEN_HEADER) == CONVERGE_TOKEN
 
 
-def test_wrong_token_sends_no_load(host) -> None:
+def test_wrong_token_sends_no_load(host: Host) -> None:
     """wsswarm with another run's token: exit 4, naming the guest's token; not one connection."""
     before = _connections_total(host)
     result = host.run(SWARM + "SomeOtherRun")
@@ -217,7 +219,7 @@ def test_wrong_token_sends_no_load(host) -> None:
     assert _connections_total(host) == before
 
 
-def test_a_new_run_token_reaches_the_guest_without_a_reboot(host) -> None:
+def test_a_new_run_token_reaches_the_guest_without_a_reboot(host: Host) -> None:
     """A new run's token (as experiment_targets' run_token writes it) is copied in once
     (changed, then unchanged), the guest answers with it, the old token is refused and the new
     one loads the guest. The guest did not restart for it."""

@@ -8,8 +8,8 @@ import ipaddress
 import json
 import os
 
-from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]
-from ansible.module_utils.echolab_record import (  # type: ignore[import-untyped]
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.echolab_record import (
     read_record,
     write_record,
 )

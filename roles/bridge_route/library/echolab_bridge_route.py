@@ -9,8 +9,8 @@ import json
 import os
 from typing import Any, NoReturn
 
-from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]
-from ansible.module_utils.echolab_record import (  # type: ignore[import-untyped]
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.echolab_record import (
     read_record,
     write_record,
 )
