@@ -320,7 +320,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="windows of every server per cell, interleaved (ABCD, DCBA, ...; default 2)",
     )
     p.add_argument(
-        "--duration", type=float, default=4.0, help="measured seconds per window (default 4)"
+        "--duration", type=float, default=5.0, help="measured seconds per window (default 5)"
     )
     p.add_argument(
         "--warmup", type=float, default=1.0, help="seconds after the ramp, unmeasured (default 1)"
@@ -334,9 +334,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--node-connect-rate",
         type=float,
-        default=2000.0,
+        default=4000.0,
         help="connections/s asked of the 2017 client, whose ramp falls behind its rate "
-        "(default 2000)",
+        "(default 4000)",
     )
     p.add_argument(
         "--clients",

@@ -166,7 +166,8 @@ def test_bad_options_are_refused_with_a_clear_message(
 def test_defaults_are_the_issues_servers_in_two_rounds() -> None:
     args = server_bench.parse_args(["--clients", "node-2017", "--connections", "100"])
     assert args.servers == [CEILING, NODE, WSECHO, "wsecho-websockets"]
-    assert (args.rounds, args.duration, args.warmup) == (2, 4.0, 1.0)
+    assert (args.rounds, args.duration, args.warmup) == (2, 5.0, 1.0)
+    assert (args.connect_rate, args.node_connect_rate) == (1000.0, 4000.0)
 
 
 @dataclass
