@@ -585,6 +585,25 @@ def paired_ratios(
     ]
 
 
+def window_notes(load: LoadResult, where: str, number: int) -> list[str]:
+    """Footnotes `[number] ...` of one measured window (`where`: whose): a ramp that had not
+    ended, a client whose reports covered less than 80% of the window."""
+    notes = []
+    if load.raw.get("ramp_incomplete"):
+        notes.append(
+            f"{where}: its ramp had not ended after --max-ramp; measured with the connections "
+            "it had"
+        )
+    span = load.raw.get("measured_span_s")
+    window = load.measure_ended - load.measure_started
+    if span is not None and span < 0.8 * window:
+        notes.append(
+            f"{where}: the client's reports covered only {span:.1f} s of the {window:.1f} s "
+            "window (its event loop stalled); the rate is over that span"
+        )
+    return [f"[{number + i}] {note}" for i, note in enumerate(notes)]
+
+
 def median_range(values: Sequence[float], number: str = "{:.2f}", unit: str = "x") -> str:
     """`median (min-max)`, e.g. `1.02x (0.95-1.10)`; the median alone for one value, `-` for
     none. `number` formats each value, `unit` follows the median."""

@@ -2,11 +2,13 @@
 
 A fast echo server runs alone on CPU 0; each client runs alone on CPU 1 with one worker and
 drives it at each connection count: the 2017 client, wsswarm on its compiled hot path
-(`wsswarm`) and on its Python one (`wsswarm-python`). One table: round-trips/s, latency, client
-CPU, round-trips per client-core-second, client memory per connection, and the ratios to the
-2017 client. See bench/README.md.
+(`wsswarm`) and on its Python one (`wsswarm-python`), each once per round, `--rounds` times, the
+order reversed every other round. Two tables: every window (round-trips/s, latency, client CPU,
+round-trips per client-core-second, client memory per connection, and the ratios to the 2017
+client of the same round), then per connection count and client the medians over the rounds.
+See bench/README.md.
 
-    .venv/bin/python bench/client_bench.py [--connections 1000,10000] [--duration 10]
+    .venv/bin/python bench/client_bench.py [--connections 1000,10000] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ from _benchlib import (
     begin,
     check_machine,
     ensure_node_ws,
+    median_range,
+    paired_ratios,
     parse_int_list,
     ratio,
     run_driver,
     run_matrix,
     serving,
     table,
+    window_notes,
 )
 
 CLIENTS = ("node-2017", "wsswarm", "wsswarm-python")
@@ -51,6 +56,7 @@ SERVERS = ("wsecho-picows", "node-ws")
 class Row:
     client: str
     connections: int
+    round: int = 1
     load: LoadResult | None = None
     client_cpu: float | None = None  # fraction of one core, whole client process tree
     client_rss: int | None = None  # max in the window, whole tree
@@ -92,8 +98,8 @@ def check_hot_path(out: Path, wanted: str) -> None:
             raise BenchError(f"{path.name} ran hot path {ran!r}, not {wanted!r}")
 
 
-def measure(client: str, load: Load, server_name: str, work: Path) -> Row:
-    row = Row(client, load.connections)
+def measure(client: str, load: Load, server_name: str, round_number: int, work: Path) -> Row:
+    row = Row(client, load.connections, round_number)
     out = work / f"{client}-{load.connections}"
     out.mkdir(parents=True)
     try:
@@ -131,11 +137,15 @@ def measure(client: str, load: Load, server_name: str, work: Path) -> Row:
     return row
 
 
-def render(rows: list[Row]) -> str:
-    ref = {r.connections: r for r in rows if r.client == REFERENCE and r.load is not None}
+def render_windows(rows: list[Row]) -> str:
+    """Every measured window; its ratios are to the 2017 client's window of the same round."""
+    ref = {
+        (r.connections, r.round): r for r in rows if r.client == REFERENCE and r.load is not None
+    }
     headers = [
         "client",
         "conns",
+        "round",
         "open",
         "failed",
         "rt/s",
@@ -154,29 +164,23 @@ def render(rows: list[Row]) -> str:
     notes: list[str] = []
     for r in rows:
         if r.load is None:
-            notes.append(f"[{len(notes) + 1}] {r.client} at {r.connections:,}: {r.error}")
-            lines.append([r.client, f"{r.connections:,}", f"error [{len(notes)}]"] + ["-"] * 12)
+            notes.append(
+                f"[{len(notes) + 1}] {r.client} at {r.connections:,}, round {r.round}: {r.error}"
+            )
+            lines.append(
+                [r.client, f"{r.connections:,}", str(r.round), f"error [{len(notes)}]"] + ["-"] * 12
+            )
             continue
-        span = r.load.raw.get("measured_span_s")
-        window = r.load.measure_ended - r.load.measure_started
-        if r.load.raw.get("ramp_incomplete"):
-            notes.append(
-                f"[{len(notes) + 1}] {r.client} at {r.connections:,}: its ramp had not ended "
-                "after --max-ramp; measured with the connections it had"
-            )
-        if span is not None and span < 0.8 * window:
-            notes.append(
-                f"[{len(notes) + 1}] {r.client} at {r.connections:,}: its worker reports covered "
-                f"only {span:.1f} s of the {window:.1f} s window (event loop stalls); the rate is "
-                "over that span"
-            )
-        n = ref.get(r.connections)
+        where = f"{r.client} at {r.connections:,}, round {r.round}"
+        notes += window_notes(r.load, where, len(notes) + 1)
+        n = ref.get((r.connections, r.round))
         nl = n.load if n is not None else None
         p99 = "-" if r.load.p99_ms != r.load.p99_ms else f"{r.load.p99_ms:.1f}"
         lines.append(
             [
                 r.client,
                 f"{r.connections:,}",
+                str(r.round),
                 f"{r.load.open:,}",
                 str(r.load.failed),
                 f"{r.load.roundtrips_per_s:,.0f}",
@@ -195,6 +199,43 @@ def render(rows: list[Row]) -> str:
     return "\n".join([table(headers, lines), *notes])
 
 
+def render_summary(rows: list[Row]) -> str:
+    """Per connection count and client, the medians over the rounds (min-max); the ratio to the
+    2017 client is paired within each round."""
+    per_core: dict[tuple[int, str], dict[int, float | None]] = {}
+    per_conn: dict[tuple[int, str], list[float]] = {}
+    for r in rows:
+        per_core.setdefault((r.connections, r.client), {})[r.round] = r.per_core
+        if r.per_conn is not None:
+            per_conn.setdefault((r.connections, r.client), []).append(r.per_conn / 1024)
+    headers = ["client", "conns", "windows", "rt/cli-core-s", "rt/core vs 2017", "KB/conn"]
+    lines = [
+        [
+            client,
+            f"{connections:,}",
+            f"{sum(1 for v in mine.values() if v)}/{len(mine)}",
+            median_range([v for _, v in sorted(mine.items()) if v], "{:,.0f}", ""),
+            median_range(paired_ratios(mine, per_core.get((connections, REFERENCE), {}))),
+            median_range(per_conn.get((connections, client), []), "{:.2f}", ""),
+        ]
+        for (connections, client), mine in per_core.items()
+    ]
+    return table(headers, lines)
+
+
+def render(rows: list[Row]) -> str:
+    return "\n".join(
+        [
+            "Every window (ratios to the 2017 client of the same round):",
+            render_windows(rows),
+            "",
+            "Per connection count and client: median over the rounds (min-max); the ratio is "
+            "paired within its round:",
+            render_summary(rows),
+        ]
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -206,7 +247,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="wsecho-picows",
         help="the echo server on CPU 0 (default wsecho-picows, the faster one here)",
     )
-    p.add_argument("--duration", type=float, default=10.0, help="measured seconds (default 10)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="windows of every client per connection count, interleaved (default 2)",
+    )
+    p.add_argument(
+        "--duration", type=float, default=10.0, help="measured seconds per window (default 10)"
+    )
     p.add_argument(
         "--warmup", type=float, default=3.0, help="seconds after the ramp, unmeasured (default 3)"
     )
@@ -226,6 +275,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.connections = parse_int_list(args.connections)
     except ValueError as exc:
         p.error(f"--connections: {exc}")
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.duration <= 0 or args.warmup < 0 or args.connect_rate <= 0:
         p.error("--duration and --connect-rate must be positive, --warmup not negative")
     return args
@@ -238,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"server: {args.server} on CPU {SERVER_CPU}; clients (one process/worker each) on CPU "
         f"{CLIENT_CPU}; node ws@{NODE_WS_VERSION}; warm-up {args.warmup:g} s, measured "
-        f"{args.duration:g} s, connect rate {args.connect_rate:g}/s",
+        f"{args.duration:g} s, connect rate {args.connect_rate:g}/s, {args.rounds} round(s)",
         flush=True,
     )
 
@@ -249,7 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         script="bench/client_bench.py",
         cells=[CLIENTS],
         connections=args.connections,
-        measure=lambda name, n, _round, work: measure(name, load(n), args.server, work),
+        rounds=args.rounds,
+        measure=lambda name, n, round_number, work: measure(
+            name, load(n), args.server, round_number, work
+        ),
         status=lambda row: (
             f"{row.load.roundtrips_per_s:,.0f} rt/s at {100 * (row.client_cpu or 0):.0f}% "
             "client CPU"
@@ -260,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         as_json=lambda r: {
             "client": r.client,
             "connections": r.connections,
+            "round": r.round,
             "error": r.error,
             "client_cpu": r.client_cpu,
             "client_rss": r.client_rss,

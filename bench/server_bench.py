@@ -44,6 +44,7 @@ from _benchlib import (
     run_matrix,
     serving,
     table,
+    window_notes,
     wsswarm_available,
 )
 
@@ -117,26 +118,6 @@ def measure(name: str, load: Load, driver_name: str, round_number: int, work: Pa
     return row
 
 
-def window_notes(r: Row, number: int) -> list[str]:
-    """Footnotes of one measured window: an unfinished ramp, a client that reported late."""
-    assert r.load is not None
-    where = f"{r.client} against {r.server} at {r.connections:,}, round {r.round}"
-    notes = []
-    if r.load.raw.get("ramp_incomplete"):
-        notes.append(
-            f"{where}: its ramp had not ended after --max-ramp; measured with the connections "
-            "it had"
-        )
-    span = r.load.raw.get("measured_span_s")
-    window = r.load.measure_ended - r.load.measure_started
-    if span is not None and span < 0.8 * window:
-        notes.append(
-            f"{where}: the client's reports covered only {span:.1f} s of the {window:.1f} s "
-            "window (its event loop stalled); the rate is over that span"
-        )
-    return [f"[{number + i}] {note}" for i, note in enumerate(notes)]
-
-
 def render_windows(rows: list[Row]) -> str:
     """Every measured window; its ratios are to the ceiling and node.js ws of the same round."""
 
@@ -177,7 +158,8 @@ def render_windows(rows: list[Row]) -> str:
                 + ["-"] * 13
             )
             continue
-        notes += window_notes(r, len(notes) + 1)
+        where = f"{r.client} against {r.server} at {r.connections:,}, round {r.round}"
+        notes += window_notes(r.load, where, len(notes) + 1)
         key = (r.client, r.connections, r.round)
         c, n = ceiling.get(key), node.get(key)
         nl = n.load if n is not None else None

@@ -22,6 +22,7 @@ from _benchlib import (
     round_order,
     run_matrix,
     schedule,
+    window_notes,
 )
 from server_bench import CEILING, NODE, Row, render_summary, summarize
 
@@ -207,3 +208,16 @@ def test_run_matrix_measures_in_schedule_order_each_round_in_its_own_directory(
     printed = capsys.readouterr().out
     assert "  b at 100, round 2/3: refused" in printed
     assert "6 rows" in printed
+
+
+def test_window_notes_name_an_unfinished_ramp_and_a_short_report_span() -> None:
+    load = LoadResult(1.0, 1.0, 1.0, 10, 9, 0, 100.0, 105.0)
+    load.raw = {"ramp_incomplete": True, "measured_span_s": 3.9}
+    assert window_notes(load, "node-2017 against x", 4) == [
+        "[4] node-2017 against x: its ramp had not ended after --max-ramp; measured with the "
+        "connections it had",
+        "[5] node-2017 against x: the client's reports covered only 3.9 s of the 5.0 s window "
+        "(its event loop stalled); the rate is over that span",
+    ]
+    load.raw = {"measured_span_s": 4.0}
+    assert window_notes(load, "w", 1) == []
