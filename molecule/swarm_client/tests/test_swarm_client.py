@@ -63,9 +63,13 @@ def test_installed_without_an_index(host: Host) -> None:
 def test_wsswarm_has_its_engine_compiled_for_the_hosts_python(host: Host) -> None:
     """The wheelhouse compiled wsswarm for this host's Python (its wheel's tag says so), and
     the installed package imports its compiled closed loop."""
-    version = host.check_output(f"{VENV}/bin/python -c 'import sys; print(*sys.version_info[:2])'")
+    version, platform = host.check_output(
+        f"{VENV}/bin/python -c 'import sys, sysconfig;"
+        " print(*sys.version_info[:2], sysconfig.get_platform())'"
+    ).rsplit(" ", 1)
     cp = "cp" + "".join(version.split())
+    plat = platform.replace("-", "_").replace(".", "_")  # the wheel tag's spelling: linux_x86_64
     wheels = [n for n in host.file("/opt/echolab/wheelhouse").listdir() if n.startswith("wsswarm-")]
     assert len(wheels) == 1, wheels
-    assert wheels[0].endswith(f"-{cp}-{cp}-linux_x86_64.whl"), wheels
+    assert wheels[0].endswith(f"-{cp}-{cp}-{plat}.whl"), wheels
     assert host.run(f"{VENV}/bin/python -c 'import wsswarm._engine'").rc == 0
