@@ -9,7 +9,8 @@ PYTEST_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help bootstrap reproduce test test-fast lint lock bench clean
+.PHONY: help bootstrap reproduce test test-fast lint lint-ansible lint-ruff lint-mypy lint-yaml autobahn \
+        lock bench clean
 
 help:
 	@echo "make reproduce [PROFILE=NAME]             set up the lab and run the experiment (PROFILE: lab, quick, seed, capacity)"
@@ -26,19 +27,32 @@ reproduce:
 	@scripts/bootstrap.sh --run
 	$(BIN)/ansible-playbook site.yml -e echolab_profile=$(PROFILE)
 
-lint: bootstrap
+# One target per linter, so that `make -j2` (.ci/run) runs ansible-lint, by far the slowest,
+# next to the others and the conformance suite's install; it comes first so that it starts first.
+lint: lint-ansible lint-ruff lint-mypy lint-yaml
+
+lint-ansible: bootstrap
+	$(BIN)/ansible-lint
+
+lint-ruff: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+lint-mypy: bootstrap
 	$(BIN)/mypy server plugins library roles vm molecule   # every .py; a run per conftest.py: mypy refuses duplicate modules
 	$(BIN)/mypy client
 	$(BIN)/mypy tests
 	$(BIN)/mypy bench
-	$(BIN)/yamllint --strict .
-	$(BIN)/ansible-lint
 
-test: lint
-	scripts/autobahn.sh >/dev/null   # the conformance suite (Python 2.7), installed once into .cache/
+lint-yaml: bootstrap
+	$(BIN)/yamllint --strict .
+
+test: lint autobahn
 	$(BIN)/pytest --durations=25 $(PYTEST_ARGS)
+
+# The conformance suite (Python 2.7), installed once into .cache/.
+autobahn: bootstrap
+	scripts/autobahn.sh >/dev/null
 
 test-fast: bootstrap
 	$(BIN)/pytest -m "not lab" $(PYTEST_ARGS)
