@@ -5,8 +5,7 @@ const WebSocket = require('ws');
 
 const port = Number(process.argv[2] || 8080);
 const host = process.argv[3] || '127.0.0.1';
-// backlog 4096, as the ceiling and wsecho listen: with node's default (511) a busy loop overflows the
-// accept queue during a ramp, and late or failed opens would leave node.js ws with fewer connections.
+// backlog 4096, as the ceiling and wsecho listen (node's default is 511), for the bursts of a fast ramp.
 const wss = new WebSocket.Server({ port, host, backlog: 4096, perMessageDeflate: false });
 
 wss.on('connection', (ws) => {
