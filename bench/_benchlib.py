@@ -585,6 +585,11 @@ def paired_ratios(
     ]
 
 
+def round_values(values: Mapping[int, float | None]) -> list[float]:
+    """The figures of the rounds (the keys) whose window measured one, in round order."""
+    return [value for _, value in sorted(values.items()) if value]
+
+
 def window_notes(load: LoadResult, where: str, number: int) -> list[str]:
     """Footnotes `[number] ...` of one measured window (`where`: whose): a ramp that had not
     ended, a client whose reports covered less than 80% of the window."""

@@ -38,6 +38,7 @@ from _benchlib import (
     paired_ratios,
     parse_int_list,
     ratio,
+    round_values,
     run_driver,
     run_matrix,
     serving,
@@ -213,8 +214,8 @@ def render_summary(rows: list[Row]) -> str:
         [
             client,
             f"{connections:,}",
-            f"{sum(1 for v in mine.values() if v)}/{len(mine)}",
-            median_range([v for _, v in sorted(mine.items()) if v], "{:,.0f}", ""),
+            f"{len(round_values(mine))}/{len(mine)}",
+            median_range(round_values(mine), "{:,.0f}", ""),
             median_range(paired_ratios(mine, per_core.get((connections, REFERENCE), {}))),
             median_range(per_conn.get((connections, client), []), "{:.2f}", ""),
         ]
